@@ -1,0 +1,113 @@
+import { randomUUID } from 'node:crypto'
+import type { FastifyBaseLogger } from 'fastify'
+import {
+  FST_REALTIME_INVALID_BROADCAST_OPTION,
+  FST_REALTIME_INVALID_EVENT,
+  FST_REALTIME_INVALID_PAYLOAD,
+  FST_REALTIME_INVALID_SCOPE
+} from './errors.js'
+import { ExpiringMap } from './expiring-map.js'
+import type { HistoryStore } from './history/store.js'
+import type { NormalizedOptions } from './options.js'
+import { RESERVED_PREFIX, SOCKET_IO_RESERVED, isScope } from './protocol.js'
+import type { BroadcastFn, BroadcastMeta, BroadcastOptions, EventMeta, RealtimeServer } from './types.js'
+
+export interface BroadcastContext {
+  io: RealtimeServer
+  store: HistoryStore | null
+  events: NormalizedOptions['events']
+  /** Seconds an idempotency key is remembered (the history ttl). */
+  ttl: number
+  log: FastifyBaseLogger
+  /** False before `ready` and from the start of `close`. */
+  isOpen: () => boolean
+}
+
+function checkEvent (event: unknown): asserts event is string {
+  if (typeof event !== 'string' || event.length === 0 || event.length > 128) {
+    throw new FST_REALTIME_INVALID_EVENT(String(event).slice(0, 64), 'it must be a string of 1-128 characters')
+  }
+  if (event.startsWith(RESERVED_PREFIX) || SOCKET_IO_RESERVED.has(event)) {
+    throw new FST_REALTIME_INVALID_EVENT(event, 'it is reserved')
+  }
+}
+
+function checkOptions (opts: BroadcastOptions): void {
+  const { by, except, idempotencyKey, volatile } = opts
+  if (by !== undefined && typeof by !== 'string' && !(typeof by === 'number' && Number.isFinite(by))) {
+    throw new FST_REALTIME_INVALID_BROADCAST_OPTION('by', 'must be a string or a number')
+  }
+  if (except !== undefined && (typeof except !== 'string' || except.length === 0)) {
+    throw new FST_REALTIME_INVALID_BROADCAST_OPTION('except', 'must be a socket id')
+  }
+  if (idempotencyKey !== undefined && (typeof idempotencyKey !== 'string' || idempotencyKey.length === 0 || idempotencyKey.length > 256)) {
+    throw new FST_REALTIME_INVALID_BROADCAST_OPTION('idempotencyKey', 'must be a string of 1-256 characters')
+  }
+  if (volatile !== undefined && typeof volatile !== 'boolean') {
+    throw new FST_REALTIME_INVALID_BROADCAST_OPTION('volatile', 'must be a boolean')
+  }
+}
+
+const NO_OPTIONS: BroadcastOptions = Object.freeze({})
+
+/**
+ * `fastify.broadcast`: validate (programming errors reject), append to the log, emit
+ * `(payload, meta)` to the scope. Transport trouble never rejects: it logs and resolves.
+ */
+export function createBroadcast (ctx: BroadcastContext): BroadcastFn {
+  const { io, store, events, log } = ctx
+  const ttlMs = ctx.ttl * 1000
+  const seen = new ExpiringMap<string, Promise<BroadcastMeta | null>>()
+
+  async function deliver (scope: string, event: string, payload: unknown, opts: BroadcastOptions): Promise<BroadcastMeta> {
+    const id = randomUUID()
+    const at = Date.now()
+    const meta: EventMeta = { id, scope, at }
+    let stored = false
+    if (store !== null && opts.volatile !== true) {
+      try {
+        const position = await store.append(scope, opts.by === undefined ? { id, event, payload, at } : { id, event, payload, at, by: opts.by })
+        meta.seq = position.seq
+        meta.epoch = position.epoch
+        stored = true
+      } catch (err) {
+        log.warn({ err, scope, event }, 'fastify-realtime: event not stored in history; delivering live only')
+      }
+    }
+    if (opts.by !== undefined) meta.by = opts.by
+    const target = opts.except === undefined ? io.to(scope) : io.to(scope).except(opts.except)
+    target.emit(event, payload, meta)
+    return { ...meta, stored }
+  }
+
+  function broadcast (scope: string, event: string, payload: unknown, opts: BroadcastOptions = NO_OPTIONS): Promise<BroadcastMeta | null> {
+    if (!isScope(scope)) return Promise.reject(new FST_REALTIME_INVALID_SCOPE(String(scope).slice(0, 200)))
+    try {
+      checkEvent(event)
+      checkOptions(opts)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const validator = events.get(event)
+    if (validator !== undefined && !validator.Check(payload)) {
+      const [first] = validator.Errors(payload)
+      const where = first?.instancePath === '' || first === undefined ? '(root)' : first.instancePath
+      return Promise.reject(new FST_REALTIME_INVALID_PAYLOAD(event, `${where} ${first?.message ?? 'is invalid'}`))
+    }
+    if (!ctx.isOpen()) {
+      log.warn({ scope, event }, 'fastify-realtime: broadcast while the server is not ready or is closing; not sent')
+      return Promise.resolve(null)
+    }
+    const key = opts.idempotencyKey
+    if (key === undefined) return deliver(scope, event, payload, opts)
+    const now = Date.now()
+    seen.sweep(now)
+    const earlier = seen.get(key, now)
+    if (earlier !== undefined) return earlier
+    const result = deliver(scope, event, payload, opts)
+    seen.set(key, result, now + ttlMs)
+    return result
+  }
+
+  return broadcast as BroadcastFn
+}

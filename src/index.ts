@@ -1,0 +1,213 @@
+import { randomBytes } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import { hostname } from 'node:os'
+import fastifyJwt, { type JWT } from '@fastify/jwt'
+import type { FastifyPluginAsync } from 'fastify'
+import fp from 'fastify-plugin'
+import { Server, type ServerOptions } from 'socket.io'
+import { Auth, ConnectError, type VerifyToken } from './auth.js'
+import { createBroadcast } from './broadcast.js'
+import { LocalCluster } from './cluster.js'
+import { FST_REALTIME_INVALID_OPTION, FST_REALTIME_INVALID_SCOPE, FST_REALTIME_INVALID_USER_ID } from './errors.js'
+import { registerHealth } from './health.js'
+import { MemoryHistoryStore } from './history/memory.js'
+import type { HistoryStore } from './history/store.js'
+import { normalizeOptions, type NormalizedOptions } from './options.js'
+import { isScope, userIdString } from './protocol.js'
+import { limitRate } from './rate-limit.js'
+import { Rooms } from './rooms.js'
+import type { FastifyRealtimeOptions, RealtimeApi, RealtimeClaims, RealtimeServer, RealtimeSocket, RealtimeStats } from './types.js'
+
+type AllowRequest = NonNullable<ServerOptions['allowRequest']>
+type Origin = string | RegExp
+
+/** Origins a browser handshake may come from, when `io.cors.origin` names them; null: any. */
+function allowedOrigins (io: Partial<ServerOptions>): ((origin: string) => boolean) | null {
+  const origin = (io.cors as { origin?: unknown } | undefined)?.origin
+  if (origin === undefined || origin === true || origin === '*') return null
+  if (origin === false) return () => false
+  const list = (Array.isArray(origin) ? origin : [origin]) as unknown[]
+  if (!list.every((o) => typeof o === 'string' || o instanceof RegExp)) return null
+  return (value) => (list as Origin[]).some((o) => typeof o === 'string' ? o === value : o.test(value))
+}
+
+/** Secrets that are not PEM keys or functions get HS256 pinned unless `auth.verify.algorithms` says otherwise. */
+function defaultAlgorithms (secret: NormalizedOptions['auth']['secret']): string[] | undefined {
+  if (typeof secret === 'string' || Buffer.isBuffer(secret)) {
+    return secret.toString().startsWith('-----BEGIN') ? undefined : ['HS256']
+  }
+  return undefined
+}
+
+function userIdOf (userId: unknown): string {
+  const id = userIdString(userId)
+  if (id === null) throw new FST_REALTIME_INVALID_USER_ID(String(userId).slice(0, 200))
+  return id
+}
+
+function memberScope (scope: unknown): string {
+  // user scopes are fixed: every socket is in its own and no other
+  if (!isScope(scope) || scope.startsWith('user:')) throw new FST_REALTIME_INVALID_SCOPE(String(scope).slice(0, 200))
+  return scope
+}
+
+const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async function fastifyRealtime (fastify, opts) {
+  const options = normalizeOptions(opts)
+  const log = fastify.log
+  const nodeId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`
+  const state = { open: false, closing: false }
+  let auth: Auth | null = null
+
+  // Refuses at the HTTP level, before any Socket.IO work: not ready, closing, or a browser
+  // origin that `io.cors` does not name (CORS headers alone do not stop a WebSocket).
+  const originOk = allowedOrigins(options.io)
+  const userAllowRequest = options.io.allowRequest
+  const allowRequest: AllowRequest = (req: IncomingMessage, callback) => {
+    // engine.io's callback takes a reason string where Node callbacks take an error
+    // eslint-disable-next-line n/no-callback-literal
+    if (!state.open) return callback('Server is not accepting connections', false)
+    const origin = req.headers.origin
+    // eslint-disable-next-line n/no-callback-literal
+    if (originOk !== null && origin !== undefined && !originOk(origin)) return callback('Origin not allowed', false)
+    if (userAllowRequest !== undefined) return userAllowRequest(req, callback)
+    callback(null, true)
+  }
+  const io: RealtimeServer = new Server(fastify.server, { ...options.io, allowRequest })
+
+  const store: HistoryStore | null = options.history === false
+    ? null
+    : options.history.store === 'memory'
+      ? new MemoryHistoryStore({ ttl: options.history.ttl, max: options.history.max })
+      : options.history.store as HistoryStore
+  const ownsStore = store instanceof MemoryHistoryStore && options.history !== false && options.history.store === 'memory'
+  const cluster = new LocalCluster(io)
+  const rooms = new Rooms({ ...options, timeoutMs: options.auth.timeoutMs }, store, log)
+
+  const stats = async (): Promise<RealtimeStats> => {
+    const node = { id: nodeId, connections: io.of('/').sockets.size }
+    const counts = await cluster.counts()
+    return counts === undefined ? { node } : { node, cluster: counts }
+  }
+  const api: RealtimeApi = {
+    join: async (userId, scope) => await cluster.join(userIdOf(userId), memberScope(scope)),
+    leave: async (userId, scope) => await cluster.leave(userIdOf(userId), memberScope(scope)),
+    disconnectUser: async (userId) => await cluster.disconnectUser(userIdOf(userId)),
+    stats,
+    history: store
+  }
+
+  fastify.decorate('io', io)
+  fastify.decorate('realtime', api)
+  fastify.decorate('broadcast', createBroadcast({
+    io,
+    store,
+    events: options.events,
+    ttl: options.history === false ? 300 : options.history.ttl,
+    log,
+    isOpen: () => state.open
+  }))
+  if (options.health !== false) registerHealth(fastify, { path: options.health.path, stats, store })
+
+  // Our own @fastify/jwt lives in a child context, so an app that registers @fastify/jwt
+  // after this plugin does not collide with it (and is preferred at ready).
+  let ownJwt: JWT | undefined
+  if (options.auth.secret !== undefined && !fastify.hasDecorator('jwt')) {
+    const algorithms = defaultAlgorithms(options.auth.secret)
+    const verify = { ...(algorithms === undefined ? {} : { algorithms }), ...options.auth.verify }
+    fastify.register(async function realtimeJwt (child) {
+      await child.register(fastifyJwt, { secret: options.auth.secret as string, verify: verify as never })
+      ownJwt = child.jwt
+    })
+  }
+
+  io.use((socket: RealtimeSocket, next) => {
+    if (auth === null || state.closing) {
+      next(new ConnectError('UNAVAILABLE', 'The server is not accepting connections right now'))
+      return
+    }
+    auth.authenticate(socket)
+      .then(async ({ claims, user, userId }) => {
+        const scopes = await rooms.granted(user, userId)
+        socket.data.claims = claims
+        socket.data.user = user
+        socket.data.userId = userId
+        granted.set(socket, scopes)
+        next()
+      })
+      .catch((err: unknown) => {
+        if (err instanceof ConnectError) return next(err)
+        log.error({ err }, 'fastify-realtime: handshake failed')
+        next(new ConnectError('UNAVAILABLE', 'The server could not complete the handshake; try again'))
+      })
+  })
+  const granted = new WeakMap<RealtimeSocket, string[]>()
+  io.on('connection', (socket: RealtimeSocket) => {
+    const scopes = granted.get(socket)
+    granted.delete(socket)
+    if (auth === null || scopes === undefined) {
+      socket.disconnect(true)
+      return
+    }
+    if (options.rateLimit !== false) limitRate(socket, options.rateLimit.max, options.rateLimit.windowMs)
+    auth.attach(socket)
+    rooms.attach(socket, scopes).catch((err: unknown) => {
+      log.error({ err }, 'fastify-realtime: connection setup failed')
+      socket.disconnect(true)
+    })
+  })
+
+  fastify.addHook('onReady', async function wireRealtime () {
+    const jwt: JWT | undefined = fastify.hasDecorator('jwt') ? fastify.jwt : ownJwt
+    if (jwt === undefined || typeof jwt.verify !== 'function') {
+      throw new FST_REALTIME_INVALID_OPTION('auth.secret', 'is required when the app does not register @fastify/jwt')
+    }
+    const perCall = jwt === ownJwt ? undefined : options.auth.verify
+    const verify: VerifyToken = async (token) => {
+      const claims: unknown = perCall === undefined ? jwt.verify(token) : jwt.verify(token, perCall as never)
+      return await (claims as Promise<RealtimeClaims> | RealtimeClaims)
+    }
+    auth = new Auth(options.auth, verify, log)
+    state.open = !state.closing
+  })
+
+  fastify.addHook('preClose', function closeTransports (done) {
+    state.open = false
+    state.closing = true
+    // Closing the transport (not a Socket.IO disconnect) lets clients reconnect, to another node.
+    const closeAll = (): void => {
+      const { clients } = io.engine as unknown as { clients: Record<string, { close: () => void }> }
+      for (const client of Object.values(clients)) client.close()
+    }
+    if (options.preClose === null) {
+      closeAll()
+      done()
+      return
+    }
+    let called = false
+    options.preClose.call(fastify, () => {
+      if (called) return
+      called = true
+      closeAll()
+      done()
+    })
+  })
+
+  fastify.addHook('onClose', async function closeRealtime () {
+    state.open = false
+    state.closing = true
+    await io.close()
+    await cluster.close()
+    if (ownsStore) await store?.close?.()
+  })
+}
+
+const plugin = fp(fastifyRealtime, { fastify: '5.x', name: 'fastify-realtime' })
+
+export default plugin
+export { plugin as fastifyRealtime }
+export * from './errors.js'
+export { MemoryHistoryStore, type MemoryHistoryOptions } from './history/memory.js'
+export type { HistoryEntry, HistoryStore, ReadResult, StoredEvent } from './history/store.js'
+export { isScope } from './protocol.js'
+export type { AckErrorCode, ConnectErrorCode, Position, ResyncReason } from './protocol.js'
+export type * from './types.js'

@@ -1,0 +1,121 @@
+import { randomUUID } from 'node:crypto'
+import type { AddressInfo } from 'node:net'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { createSigner } from 'fast-jwt'
+import { io as ioClient, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client'
+import realtime, { type FastifyRealtimeOptions } from '../src/index.js'
+
+export const SECRET = 'test-secret-for-fastify-realtime-0123456789'
+
+const signer = createSigner({ key: SECRET, algorithm: 'HS256' })
+
+/** A real HS256 token for `sub`, valid for `expiresIn` seconds (default 600). */
+export function sign (claims: Record<string, unknown> = {}, expiresIn = 600): string {
+  const now = Math.floor(Date.now() / 1000)
+  return signer({ iat: now, exp: now + expiresIn, ...claims })
+}
+
+export function tokenFor (sub: string, extra: Record<string, unknown> = {}): string {
+  return sign({ sub, ...extra })
+}
+
+/** A unique prefix for keys and names one test owns. */
+export function uniq (label = 't'): string {
+  return `${label}-${randomUUID().slice(0, 8)}`
+}
+
+interface Teardown {
+  teardown: (fn: () => unknown) => void
+}
+
+export interface Built {
+  app: FastifyInstance
+  url: string
+  /** A socket.io-client socket over websocket with `auth`; disconnected at teardown. */
+  client: (auth?: Record<string, unknown> | null, opts?: Partial<ManagerOptions & SocketOptions>) => Socket
+  /** Connects as `sub` and waits for `realtime:ready`. */
+  connected: (sub: string, opts?: Partial<ManagerOptions & SocketOptions>) => Promise<{ socket: Socket, ready: ReadyPayload }>
+}
+
+export interface ReadyPayload {
+  userId: string
+  scopes: string[]
+  positions: Record<string, { seq: number, epoch: string }>
+}
+
+export interface BuildOptions {
+  /** Runs before the plugin is registered (e.g. register @fastify/jwt first). */
+  before?: (app: FastifyInstance) => void | Promise<void>
+  /** Runs after the plugin is registered, before listen (routes, later plugins). */
+  after?: (app: FastifyInstance) => void | Promise<void>
+  fastify?: FastifyServerOptions
+}
+
+/** A listening app on 127.0.0.1:0 with the plugin registered; closed at teardown. */
+export async function build (t: Teardown, opts: FastifyRealtimeOptions = {}, more: BuildOptions = {}): Promise<Built> {
+  const app = Fastify({ logger: false, ...more.fastify })
+  t.teardown(() => app.close())
+  await more.before?.(app)
+  await app.register(realtime, { ...opts, auth: { secret: SECRET, ...opts.auth } })
+  await more.after?.(app)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address() as AddressInfo
+  const url = `http://127.0.0.1:${port}`
+
+  const client: Built['client'] = (auth, clientOpts) => {
+    const socket = ioClient(url, {
+      transports: ['websocket'],
+      forceNew: true,
+      reconnection: false,
+      ...(auth === null || auth === undefined ? {} : { auth }),
+      ...clientOpts
+    })
+    t.teardown(() => { socket.disconnect() })
+    return socket
+  }
+  const connected: Built['connected'] = async (sub, clientOpts) => {
+    const socket = client({ token: tokenFor(sub) }, clientOpts)
+    const [ready] = await waitFor<[ReadyPayload]>(socket, 'realtime:ready')
+    return { socket, ready }
+  }
+  return { app, url, client, connected }
+}
+
+/** Resolves with the arguments of the next `event`; rejects on connect_error (unless awaited). */
+export function waitFor<T extends unknown[] = unknown[]> (socket: Socket, event: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onEvent = (...args: unknown[]): void => {
+      socket.off('connect_error', onError)
+      resolve(args as T)
+    }
+    const onError = (err: Error): void => {
+      socket.off(event, onEvent)
+      reject(err)
+    }
+    socket.once(event, onEvent)
+    if (event !== 'connect_error') socket.once('connect_error', onError)
+  })
+}
+
+/** The `connect_error` a refused handshake produces. */
+export async function refusal (socket: Socket): Promise<Error & { data?: { code?: string } }> {
+  const [err] = await waitFor<[Error & { data?: { code?: string } }]>(socket, 'connect_error')
+  return err
+}
+
+/** Emits with an ack and resolves with the ack's value. */
+export function request<T = any> (socket: Socket, event: string, ...args: unknown[]): Promise<T> {
+  return socket.timeout(10_000).emitWithAck(event, ...args) as Promise<T>
+}
+
+/** Collects every `event` a socket receives, as [payload, meta] pairs. */
+export function collect (socket: Socket, event: string): Array<[unknown, any]> {
+  const seen: Array<[unknown, any]> = []
+  socket.on(event, (payload: unknown, meta: unknown) => { seen.push([payload, meta]) })
+  return seen
+}
+
+/** A round trip through the server: everything the server sent this socket before it has arrived. */
+export async function flush (socket: Socket): Promise<void> {
+  await request(socket, 'realtime:unsubscribe', { scope: 'flush:x' })
+}

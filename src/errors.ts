@@ -48,3 +48,10 @@ export const FST_REALTIME_CLUSTER_TIMEOUT = createError(
   'Cluster operation %s did not complete on every node within %d ms',
   504
 )
+
+/** Redis configured but not answering at `ready`: the app fails fast instead of starting half-wired. */
+export const FST_REALTIME_REDIS_UNAVAILABLE = createError(
+  'FST_REALTIME_REDIS_UNAVAILABLE',
+  'Redis is not reachable: %s',
+  503
+)

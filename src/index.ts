@@ -11,10 +11,12 @@ import { LocalCluster } from './cluster.js'
 import { FST_REALTIME_INVALID_OPTION, FST_REALTIME_INVALID_SCOPE, FST_REALTIME_INVALID_USER_ID } from './errors.js'
 import { registerHealth } from './health.js'
 import { MemoryHistoryStore } from './history/memory.js'
+import { RedisHistoryStore } from './history/redis.js'
 import type { HistoryStore } from './history/store.js'
 import { normalizeOptions, type NormalizedOptions } from './options.js'
 import { isScope, userIdString } from './protocol.js'
 import { limitRate } from './rate-limit.js'
+import { closeRedis, connectRedis } from './redis.js'
 import { Rooms } from './rooms.js'
 import type { FastifyRealtimeOptions, RealtimeApi, RealtimeClaims, RealtimeServer, RealtimeSocket, RealtimeStats } from './types.js'
 
@@ -74,12 +76,18 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
   }
   const io: RealtimeServer = new Server(fastify.server, { ...options.io, allowRequest })
 
-  const store: HistoryStore | null = options.history === false
-    ? null
-    : options.history.store === 'memory'
-      ? new MemoryHistoryStore({ ttl: options.history.ttl, max: options.history.max })
-      : options.history.store as HistoryStore
-  const ownsStore = store instanceof MemoryHistoryStore && options.history !== false && options.history.store === 'memory'
+  let store: HistoryStore | null = null
+  let ownsStore = true
+  if (options.history !== false) {
+    const { ttl, max } = options.history
+    if (options.history.store === 'memory') store = new MemoryHistoryStore({ ttl, max })
+    else if (options.history.store === 'redis') store = new RedisHistoryStore({ ttl, max })
+    else {
+      store = options.history.store
+      ownsStore = false
+    }
+  }
+  let redis: Awaited<ReturnType<typeof connectRedis>> | null = null
   const cluster = new LocalCluster(io)
   const rooms = new Rooms({ ...options, timeoutMs: options.auth.timeoutMs }, store, log)
 
@@ -166,6 +174,10 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
       const claims: unknown = perCall === undefined ? jwt.verify(token) : jwt.verify(token, perCall as never)
       return await (claims as Promise<RealtimeClaims> | RealtimeClaims)
     }
+    if (options.redis !== null) {
+      redis = await connectRedis(fastify, options.redis, log, options.clusterTimeoutMs)
+      if (store instanceof RedisHistoryStore) store.attach(redis)
+    }
     auth = new Auth(options.auth, verify, log)
     state.open = !state.closing
   })
@@ -198,6 +210,7 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     await io.close()
     await cluster.close()
     if (ownsStore) await store?.close?.()
+    if (redis !== null) await closeRedis(redis)
   })
 }
 
@@ -207,6 +220,7 @@ export default plugin
 export { plugin as fastifyRealtime }
 export * from './errors.js'
 export { MemoryHistoryStore, type MemoryHistoryOptions } from './history/memory.js'
+export { RedisHistoryStore, type RedisHistoryOptions } from './history/redis.js'
 export type { HistoryEntry, HistoryStore, ReadResult, StoredEvent } from './history/store.js'
 export { isScope } from './protocol.js'
 export type { AckErrorCode, ConnectErrorCode, Position, ResyncReason } from './protocol.js'

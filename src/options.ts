@@ -80,7 +80,7 @@ export interface NormalizedOptions {
   rooms: (user: RealtimeUser) => Lookup<readonly string[]>
   canSubscribe: ((user: RealtimeUser, scope: string) => Lookup<boolean>) | null
   history: false | { store: 'memory' | 'redis' | HistoryStore, ttl: number, max: number }
-  redis: FastifyRealtimeOptions['redis'] | null
+  redis: NonNullable<FastifyRealtimeOptions['redis']> | null
   health: false | { path: string }
   rateLimit: false | { max: number, windowMs: number }
   limits: { scopesPerSocket: number }
@@ -149,8 +149,8 @@ export function normalizeOptions (options: FastifyRealtimeOptions | undefined): 
     }
     history = { store, ttl: opts.history?.ttl ?? 300, max: opts.history?.max ?? 50 }
   }
-  if (opts.redis !== undefined || (history !== false && history.store === 'redis')) {
-    fail(opts.redis !== undefined ? 'redis' : 'history.store', 'Redis history and fan-out are not available in this version')
+  if (history !== false && history.store === 'redis' && opts.redis === undefined) {
+    fail('history.store', "'redis' needs the redis option")
   }
 
   const events = new Map<string, Validator>()

@@ -1,0 +1,81 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer } from 'node:net'
+import { Redis } from 'ioredis'
+import { uniq } from './helper.js'
+
+interface Teardown {
+  teardown: (fn: () => unknown) => void
+}
+
+export const REDIS_HOST = '127.0.0.1'
+export const REDIS_PORT = Number(process.env.REDIS_PORT ?? 6379)
+
+/** ioredis options for the shared Redis with a key prefix this test owns; its keys are deleted at teardown. */
+export function redisOptions (t: Teardown, port = REDIS_PORT): { host: string, port: number, keyPrefix: string } {
+  const keyPrefix = `${uniq('frt')}:`
+  t.teardown(() => deleteKeys(port, keyPrefix))
+  return { host: REDIS_HOST, port, keyPrefix }
+}
+
+/** Deletes every key under `prefix`. */
+export async function deleteKeys (port: number, prefix: string): Promise<void> {
+  const client = new Redis({ host: REDIS_HOST, port, lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null })
+  try {
+    await client.connect()
+    let cursor = '0'
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500)
+      cursor = next
+      if (keys.length > 0) await client.del(...keys)
+    } while (cursor !== '0')
+  } catch {
+    // a Redis the test stopped has nothing left to clean
+  } finally {
+    client.disconnect()
+  }
+}
+
+async function freePort (): Promise<number> {
+  const server = createServer()
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as { port: number }
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+export interface OwnRedis {
+  port: number
+  /** Starts (or restarts) the server and resolves once it answers. */
+  start: () => Promise<void>
+  /** Kills it (SIGKILL) and resolves once the process is gone. */
+  kill: () => Promise<void>
+}
+
+/** A redis-server of this test's own on a free loopback port (nothing on disk); killed at teardown. */
+export async function ownRedis (t: Teardown): Promise<OwnRedis> {
+  const port = await freePort()
+  let child: ChildProcess | null = null
+  const kill = async (): Promise<void> => {
+    const running = child
+    child = null
+    if (running === null || running.exitCode !== null) return
+    const exited = once(running, 'exit')
+    running.kill('SIGKILL')
+    await exited
+  }
+  const start = async (): Promise<void> => {
+    child = spawn('redis-server', ['--port', String(port), '--bind', REDIS_HOST, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+    const probe = new Redis({ host: REDIS_HOST, port, lazyConnect: true, retryStrategy: (times) => times > 100 ? null : 50 })
+    try {
+      await probe.connect()
+      await probe.ping()
+    } finally {
+      probe.disconnect()
+    }
+  }
+  t.teardown(kill)
+  await start()
+  return { port, start, kill }
+}

@@ -119,3 +119,29 @@ export function collect (socket: Socket, event: string): Array<[unknown, any]> {
 export async function flush (socket: Socket): Promise<void> {
   await request(socket, 'realtime:unsubscribe', { scope: 'flush:x' })
 }
+
+let examplesResolveToSrc = false
+
+/**
+ * Imports an example (path from the repo root, e.g. 'examples/tasks/app.ts') with its
+ * `import … from 'fastify-realtime'` resolved to src/ (the code under test) instead of dist/:
+ * the test then needs no build and cannot pass or fail on a stale one. A module resolve hook,
+ * registered once per test process, maps the package's self-reference.
+ */
+export async function importExample<T> (path: string): Promise<T> {
+  if (!examplesResolveToSrc) {
+    examplesResolveToSrc = true
+    const { register } = await import('node:module')
+    const targets = {
+      'fastify-realtime': new URL('../src/index.ts', import.meta.url).href,
+      'fastify-realtime/client': new URL('../src/client/index.ts', import.meta.url).href
+    }
+    const hook = `const targets = ${JSON.stringify(targets)}
+export async function resolve (specifier, context, next) {
+  const url = targets[specifier]
+  return url === undefined ? next(specifier, context) : { url, shortCircuit: true }
+}`
+    register(`data:text/javascript,${encodeURIComponent(hook)}`)
+  }
+  return await import(new URL(`../${path}`, import.meta.url).href) as T
+}

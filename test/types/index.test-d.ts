@@ -23,6 +23,11 @@ declare module 'fastify-realtime' {
   }
 }
 
+/** Compiles only when `value` is a T. */
+function expectType<T> (value: T): T {
+  return value
+}
+
 const app = Fastify()
 
 await app.register(realtime, {
@@ -45,8 +50,8 @@ const meta: BroadcastMeta | null = await app.broadcast('team:42', 'incident:crea
 if (meta !== null) {
   const seq: number | undefined = meta.seq
   const stored: boolean = meta.stored
-  void seq
-  void stored
+  expectType(seq)
+  expectType(stored)
 }
 // @ts-expect-error payload does not match RealtimeEvents['incident:created']
 await app.broadcast('team:42', 'incident:created', { id: 1 })
@@ -58,12 +63,12 @@ await app.broadcast('team:42', 'incident:resolved', { id: '1' }, { by: {} })
 app.io.on('connection', (socket) => {
   const role: 'admin' | 'member' = socket.data.user.role
   const userId: string = socket.data.userId
-  void role
-  void userId
+  expectType(role)
+  expectType(userId)
 })
 
 const stats: RealtimeStats = await app.realtime.stats()
-void stats.node.connections
+expectType(stats.node.connections)
 await app.realtime.join('u1', 'team:1')
 await app.realtime.leave(42, 'team:1')
 await app.realtime.disconnectUser('u1')
@@ -71,6 +76,6 @@ await app.realtime.disconnectUser('u1')
 await app.realtime.join({ id: 1 }, 'team:1')
 
 const custom: HistoryStore = new MemoryHistoryStore({ ttl: 1, max: 1, now: () => 0 })
-void custom
+expectType(custom)
 const err = new FST_REALTIME_INVALID_SCOPE('x')
-void err.code
+expectType(err.code)

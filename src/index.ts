@@ -4,10 +4,11 @@ import { hostname } from 'node:os'
 import fastifyJwt, { type JWT } from '@fastify/jwt'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
+import type { Redis } from 'ioredis'
 import { Server, type ServerOptions } from 'socket.io'
 import { Auth, ConnectError, type VerifyToken } from './auth.js'
 import { createBroadcast } from './broadcast.js'
-import { LocalCluster } from './cluster.js'
+import { Cluster } from './cluster.js'
 import { FST_REALTIME_INVALID_OPTION, FST_REALTIME_INVALID_SCOPE, FST_REALTIME_INVALID_USER_ID } from './errors.js'
 import { registerHealth } from './health.js'
 import { MemoryHistoryStore } from './history/memory.js'
@@ -87,8 +88,9 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
       ownsStore = false
     }
   }
-  let redis: Awaited<ReturnType<typeof connectRedis>> | null = null
-  const cluster = new LocalCluster(io)
+  let redis: Redis | null = null
+  let redisSub: Redis | null = null
+  const cluster = new Cluster(io, nodeId, log)
   const rooms = new Rooms({ ...options, timeoutMs: options.auth.timeoutMs }, store, log)
 
   const stats = async (): Promise<RealtimeStats> => {
@@ -176,7 +178,9 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     }
     if (options.redis !== null) {
       redis = await connectRedis(fastify, options.redis, log, options.clusterTimeoutMs)
+      redisSub = await connectRedis(fastify, options.redis, log, options.clusterTimeoutMs)
       if (store instanceof RedisHistoryStore) store.attach(redis)
+      await cluster.connect(redis, redisSub, { timeoutMs: options.clusterTimeoutMs, ...options.cluster })
     }
     auth = new Auth(options.auth, verify, log)
     state.open = !state.closing
@@ -210,7 +214,7 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     await io.close()
     await cluster.close()
     if (ownsStore) await store?.close?.()
-    if (redis !== null) await closeRedis(redis)
+    await Promise.all([redis, redisSub].map(async (client) => { if (client !== null) await closeRedis(client) }))
   })
 }
 

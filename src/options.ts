@@ -58,6 +58,7 @@ const OptionsSchema = Type.Object({
   ])),
   limits: Type.Optional(Type.Object({ scopesPerSocket: Type.Optional(PositiveInt) }, Strict)),
   clusterTimeoutMs: Type.Optional(PositiveInt),
+  cluster: Type.Optional(Type.Object({ heartbeatMs: Type.Optional(PositiveInt), nodeTtlMs: Type.Optional(PositiveInt) }, Strict)),
   events: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Type.Object({}))),
   io: Type.Optional(Type.Object({})),
   preClose: Type.Optional(Fn)
@@ -85,6 +86,7 @@ export interface NormalizedOptions {
   rateLimit: false | { max: number, windowMs: number }
   limits: { scopesPerSocket: number }
   clusterTimeoutMs: number
+  cluster: { heartbeatMs: number, nodeTtlMs: number }
   events: Map<string, Validator>
   io: Partial<ServerOptions>
   preClose: ((done: () => void) => void) | null
@@ -184,6 +186,7 @@ export function normalizeOptions (options: FastifyRealtimeOptions | undefined): 
       : { max: opts.rateLimit?.max ?? 100, windowMs: opts.rateLimit?.windowMs ?? 60_000 },
     limits: { scopesPerSocket: opts.limits?.scopesPerSocket ?? 100 },
     clusterTimeoutMs: opts.clusterTimeoutMs ?? 5000,
+    cluster: { heartbeatMs: opts.cluster?.heartbeatMs ?? 5000, nodeTtlMs: opts.cluster?.nodeTtlMs ?? 30_000 },
     events,
     io,
     preClose: opts.preClose ?? null

@@ -176,6 +176,8 @@ export interface FastifyRealtimeOptions {
   limits?: { scopesPerSocket?: number }
   /** How long cluster-wide `join`/`leave`/`disconnectUser` wait for every node. @default 5000 */
   clusterTimeoutMs?: number
+  /** Heartbeats behind the cluster figures: how often each node writes its count, and when a silent node drops out. @default { heartbeatMs: 5000, nodeTtlMs: 30000 } */
+  cluster?: { heartbeatMs?: number, nodeTtlMs?: number }
   /** TypeBox schemas checked on `broadcast`, by event name. */
   events?: Partial<Record<RealtimeEventName, TSchema>>
   /** Socket.IO `ServerOptions`, passed to `new Server()`. */

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto'
 import { ExpiringMap } from '../expiring-map.js'
 import type { Position } from '../protocol.js'
-import type { HistoryEntry, HistoryStore, ReadResult, StoredEvent } from './store.js'
+import { emptyPosition, epochOf, planRead, type LogView, type ReadContext } from './plan.js'
+import type { HistoryEntry, HistoryStore, ReadResult } from './store.js'
 
 export interface MemoryHistoryOptions {
   /** Seconds an event stays replayable. @default 300 */
@@ -10,15 +11,6 @@ export interface MemoryHistoryOptions {
   max?: number
   /** Milliseconds clock; inject one in tests. It must never go back. @default Date.now */
   now?: () => number
-}
-
-interface ScopeLog {
-  epoch: string
-  /** When this generation of the log began. */
-  startedAt: number
-  seq: number
-  /** Oldest first, each with the store-clock time it was appended (what `ttl` counts from). */
-  events: Array<{ storedAt: number, stored: StoredEvent }>
 }
 
 /**
@@ -35,7 +27,7 @@ export class MemoryHistoryStore implements HistoryStore {
   readonly #ttlMs: number
   readonly #max: number
   readonly #now: () => number
-  readonly #logs = new ExpiringMap<string, ScopeLog>()
+  readonly #logs = new ExpiringMap<string, LogView>()
   readonly #sweeper: NodeJS.Timeout
 
   constructor (options: MemoryHistoryOptions = {}) {
@@ -55,7 +47,7 @@ export class MemoryHistoryStore implements HistoryStore {
     const now = this.#now()
     let log = this.#live(scope, now)
     if (log === undefined) {
-      log = { epoch: `${this.#id}.${now}`, startedAt: now, seq: 0, events: [] }
+      log = { epoch: epochOf(this.#id, now), startedAt: now, seq: 0, events: [] }
     }
     log.seq += 1
     log.events.push({ storedAt: now, stored: { ...entry, seq: log.seq } })
@@ -66,31 +58,13 @@ export class MemoryHistoryStore implements HistoryStore {
 
   read (scope: string, since: Position): ReadResult {
     const now = this.#now()
-    const log = this.#live(scope, now)
-    const [storeId, startedAt] = this.#parseEpoch(since.epoch)
-    // A position taken while the scope had no log ({ seq: 0 } with a time-stamped epoch) still
-    // covers a generation begun less than one ttl later: an earlier generation begun after it
-    // would have needed a full ttl to expire, so nothing can have been missed in between.
-    const seenNothing = since.seq === 0 && storeId === this.#id && startedAt <= now
-    if (log === undefined) {
-      if (seenNothing && now - startedAt < this.#ttlMs) {
-        return { ok: true, events: [], position: this.#emptyPosition(now) }
-      }
-      return { ok: false, reason: storeId === this.#id ? 'gap' : 'epoch' }
-    }
-    const sameLog = since.epoch === log.epoch ||
-      (seenNothing && startedAt <= log.startedAt && log.startedAt - startedAt < this.#ttlMs)
-    if (!sameLog || since.seq > log.seq) return { ok: false, reason: 'epoch' }
-    const first = log.events.length > 0 ? log.events[0]!.stored.seq : log.seq + 1
-    if (since.seq < first - 1) return { ok: false, reason: 'gap' }
-    const events = log.events.slice(log.events.length - (log.seq - since.seq)).map((e) => e.stored)
-    return { ok: true, events, position: { seq: log.seq, epoch: log.epoch } }
+    return planRead(this.#live(scope, now), since, this.#context(now))
   }
 
   position (scope: string): Position {
     const now = this.#now()
     const log = this.#live(scope, now)
-    return log === undefined ? this.#emptyPosition(now) : { seq: log.seq, epoch: log.epoch }
+    return log === undefined ? emptyPosition(this.#context(now)) : { seq: log.seq, epoch: log.epoch }
   }
 
   ping (): boolean {
@@ -103,7 +77,7 @@ export class MemoryHistoryStore implements HistoryStore {
   }
 
   /** The scope's log with expired events dropped, or undefined when nothing is left. */
-  #live (scope: string, now: number): ScopeLog | undefined {
+  #live (scope: string, now: number): LogView | undefined {
     const log = this.#logs.get(scope, now)
     if (log === undefined) return undefined
     const cutoff = now - this.#ttlMs
@@ -113,12 +87,7 @@ export class MemoryHistoryStore implements HistoryStore {
     return log
   }
 
-  #emptyPosition (now: number): Position {
-    return { seq: 0, epoch: `${this.#id}.${now}` }
-  }
-
-  #parseEpoch (epoch: string): [string, number] {
-    const dot = epoch.lastIndexOf('.')
-    return dot < 0 ? ['', Number.NaN] : [epoch.slice(0, dot), Number(epoch.slice(dot + 1))]
+  #context (now: number): ReadContext {
+    return { storeId: this.#id, now, ttlMs: this.#ttlMs }
   }
 }

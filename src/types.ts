@@ -1,3 +1,4 @@
+import type { RedisOptions } from 'ioredis'
 import type { Server, ServerOptions, Socket } from 'socket.io'
 import type { TSchema } from 'typebox'
 import type { HistoryStore } from './history/store.js'
@@ -167,7 +168,7 @@ export interface FastifyRealtimeOptions {
   /** Event log for catch-up; `false` turns it off. @default { store: 'memory', ttl: 300, max: 50 } */
   history?: false | RealtimeHistoryOptions
   /** Redis for history and multi-node fan-out: `true` reuses `fastify.redis`, or a URL / ioredis options. */
-  redis?: true | string | Record<string, unknown>
+  redis?: true | string | RedisOptions
   /** Health route; `false` removes it. @default { path: '/health/realtime' } */
   health?: false | { path?: string }
   /** Client-to-server events per socket; `false` turns it off. @default { max: 100, windowMs: 60000 } */

@@ -1,0 +1,273 @@
+// The incident dashboard example (examples/incidents) run as two nodes: two instances of the
+// real app in this process, on their own ports, sharing one Redis key prefix (data, fan-out and
+// event log), with real socket.io-client clients and real HTTP calls.
+import type { AddressInfo } from 'node:net'
+import t from 'tap'
+import { io as ioClient, type Socket } from 'socket.io-client'
+import { flush, importExample, request, waitFor, type ReadyPayload } from './helper.js'
+import { redisOptions } from './redis-helper.js'
+
+type IncidentsExample = typeof import('../examples/incidents/app.js')
+const { buildIncidentsApp } = await importExample<IncidentsExample>('examples/incidents/app.ts')
+
+interface Teardown { teardown: (fn: () => unknown) => void }
+interface Seen { event: string, payload: any, meta: any }
+interface Position { seq: number, epoch: string }
+
+/** One node: the app listening on its own port, and clients and HTTP calls against it. */
+async function startNode (t: Teardown, redis: { host: string, port: number, keyPrefix: string }) {
+  const app = await buildIncidentsApp({ redis: { ...redis } })
+  t.teardown(() => app.close())
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+
+  async function tokenOf (user: string): Promise<string> {
+    const res = await fetch(`${url}/api/demo-token?user=${user}`)
+    return ((await res.json()) as { token: string }).token
+  }
+
+  /** A socket of `user` on this node after `realtime:ready`, recording every incident event. */
+  async function connect (user: string, since?: Record<string, Position>) {
+    const token = await tokenOf(user)
+    const socket: Socket = ioClient(url, {
+      transports: ['websocket'],
+      forceNew: true,
+      reconnection: false,
+      auth: since === undefined ? { token } : { token, since }
+    })
+    t.teardown(() => { socket.disconnect() })
+    const events: Seen[] = []
+    const waiting: Array<{ count: number, resolve: () => void }> = []
+    socket.onAny((event: string, payload: unknown, meta: unknown) => {
+      if (!event.startsWith('incident:')) return
+      events.push({ event, payload, meta })
+      for (const w of waiting.filter((w) => events.length >= w.count)) {
+        waiting.splice(waiting.indexOf(w), 1)
+        w.resolve()
+      }
+    })
+    /** Resolves once `count` incident events have arrived in all. */
+    const received = async (count: number): Promise<Seen[]> => {
+      if (events.length < count) await new Promise<void>((resolve) => { waiting.push({ count, resolve }) })
+      return events
+    }
+    const [ready] = await waitFor<[ReadyPayload]>(socket, 'realtime:ready')
+    return { user, socket, ready, events, received }
+  }
+
+  /** A real HTTP call as `user`. */
+  async function call (user: string, method: string, path: string, body?: unknown) {
+    const headers: Record<string, string> = { authorization: `Bearer ${await tokenOf(user)}` }
+    if (body !== undefined) headers['content-type'] = 'application/json'
+    const res = await fetch(`${url}${path}`, { method, headers, body: body === undefined ? null : JSON.stringify(body) })
+    const text = await res.text()
+    return { status: res.status, body: text === '' ? null : JSON.parse(text) }
+  }
+
+  return { app, url, connect, call }
+}
+
+/** Two nodes on one Redis prefix, as two processes behind a load balancer would be. */
+async function twoNodes (t: Teardown) {
+  const redis = redisOptions(t)
+  const node1 = await startNode(t, redis)
+  const node2 = await startNode(t, redis)
+  return { node1, node2 }
+}
+
+t.test('a team member on node 1 receives what is done on node 2, outsiders nothing', async (t) => {
+  const { node1, node2 } = await twoNodes(t)
+  const bob = await node1.connect('bob')
+  const carol = await node1.connect('carol')
+  const dave = await node1.connect('dave')
+  t.same(bob.ready.scopes.sort(), ['team:payments', 'user:bob'])
+  t.same(carol.ready.scopes.sort(), ['team:search', 'user:carol'])
+  t.same(dave.ready.scopes, ['user:dave'])
+
+  const created = await node2.call('bob', 'POST', '/api/teams/payments/incidents', { title: 'Card payments failing', severity: 'sev1' })
+  t.equal(created.status, 201)
+  t.match(created.body, { teamId: 'payments', status: 'open', severity: 'sev1', version: 1, notes: [] })
+  const id: string = created.body.id
+  const acked = await node2.call('bob', 'POST', `/api/incidents/${id}/acknowledge`)
+  t.equal(acked.status, 200)
+  t.match(acked.body, { status: 'acknowledged', acknowledgedBy: 'bob', version: 2 })
+  const note = await node2.call('bob', 'POST', `/api/incidents/${id}/notes`, { text: 'Rolled back the deploy' })
+  t.equal(note.status, 201)
+  const resolved = await node2.call('bob', 'POST', `/api/incidents/${id}/resolve`)
+  t.equal(resolved.status, 200)
+  t.match(resolved.body, { status: 'resolved', resolvedBy: 'bob', version: 4 })
+
+  const got = await bob.received(4)
+  t.same(got.map((e) => [e.event, e.payload]), [
+    ['incident:created', { incident: created.body }],
+    ['incident:acknowledged', { incident: acked.body }],
+    ['incident:note_added', { incidentId: id, teamId: 'payments', note: note.body, version: 3 }],
+    ['incident:resolved', { incident: resolved.body }]
+  ], 'every change, as broadcast, in order')
+  t.ok(got.every((e) => e.meta.scope === 'team:payments' && e.meta.by === 'bob'), 'on team:payments, by bob')
+  t.same(got.map((e) => e.meta.seq), [1, 2, 3, 4], 'one log for the team, shared by the nodes')
+
+  // bob's events came through node 1 already: a round trip each shows the others got nothing
+  await Promise.all([carol.socket, dave.socket].map(flush))
+  t.same(carol.events, [], 'carol (search) got nothing')
+  t.same(dave.events, [], 'dave (no team) got nothing')
+
+  const health = await node1.app.inject('/health/realtime')
+  t.match(health.json(), { history: { store: 'redis', ok: true }, cluster: { nodes: 2 } })
+})
+
+t.test('the data is shared: what one node changed, the other refuses to change again', async (t) => {
+  const { node1, node2 } = await twoNodes(t)
+  const bob = await node1.connect('bob')
+  const { body: incident } = await node1.call('bob', 'POST', '/api/teams/payments/incidents', { title: 'Slow refunds', severity: 'sev3' })
+  t.equal((await node2.call('bob', 'GET', `/api/incidents/${incident.id}`)).body.title, 'Slow refunds')
+  t.equal((await node2.call('bob', 'POST', `/api/incidents/${incident.id}/acknowledge`)).status, 200)
+  t.equal((await node1.call('bob', 'POST', `/api/incidents/${incident.id}/acknowledge`)).status, 409, 'acknowledged already')
+  t.equal((await node1.call('bob', 'POST', `/api/incidents/${incident.id}/resolve`)).status, 200)
+  t.equal((await node2.call('bob', 'POST', `/api/incidents/${incident.id}/resolve`)).status, 409, 'resolved already')
+  t.equal((await node2.call('bob', 'POST', `/api/incidents/${incident.id}/reassign`, { teamId: 'payments' })).status, 409, 'with that team already')
+  t.equal((await node2.call('bob', 'POST', `/api/incidents/${incident.id}/reassign`, { teamId: 'nowhere' })).status, 400)
+  t.equal((await node2.call('carol', 'POST', `/api/incidents/${incident.id}/acknowledge`)).status, 404, 'not her team')
+  t.equal((await node2.call('carol', 'POST', '/api/teams/payments/incidents', { title: 'x', severity: 'sev3' })).status, 404)
+  t.equal((await node2.call('bob', 'POST', '/api/teams/payments/incidents', { title: 'x', severity: 'sev0' })).status, 400)
+  t.equal((await node2.call('bob', 'POST', `/api/incidents/${incident.id}/notes`, { text: 'hi', extra: 1 })).status, 400)
+  await flush(bob.socket)
+  t.same(bob.events.map((e) => e.event), ['incident:created', 'incident:acknowledged', 'incident:resolved'], 'refused changes broadcast nothing')
+  t.same(bob.events.map((e) => e.payload.incident.version), [1, 2, 3])
+})
+
+t.test('an admin subscribed to incidents:all gets every team; anyone else is FORBIDDEN', async (t) => {
+  const { node1, node2 } = await twoNodes(t)
+  const alice = await node1.connect('alice')
+  const bob = await node1.connect('bob')
+  const dave = await node2.connect('dave')
+  t.same(alice.ready.scopes, ['user:alice'], 'incidents:all is asked for, not joined at connect')
+
+  const ok = await request(alice.socket, 'realtime:subscribe', { scope: 'incidents:all' })
+  t.match(ok, { ok: true, scope: 'incidents:all', position: { seq: 0 } })
+  for (const client of [bob, dave]) {
+    const refused = await request(client.socket, 'realtime:subscribe', { scope: 'incidents:all' })
+    t.match(refused, { ok: false, error: { code: 'FORBIDDEN' } }, `${client.user} may not watch all teams`)
+  }
+  t.match(await request(dave.socket, 'realtime:subscribe', { scope: 'team:payments' }), { ok: false, error: { code: 'FORBIDDEN' } })
+
+  const payments = await node2.call('bob', 'POST', '/api/teams/payments/incidents', { title: 'Checkout down', severity: 'sev1' })
+  const search = await node2.call('carol', 'POST', '/api/teams/search/incidents', { title: 'Index lagging', severity: 'sev2' })
+  const acked = await node1.call('carol', 'POST', `/api/incidents/${search.body.id}/acknowledge`)
+  const byAdmin = await node2.call('alice', 'POST', `/api/incidents/${payments.body.id}/notes`, { text: 'Comms sent' })
+  t.equal(byAdmin.status, 201, 'an admin may act on any team')
+
+  // from two nodes: the log's order is seq (arrival may differ across nodes; the bundled client reorders)
+  const all = [...await alice.received(4)].sort((a, b) => a.meta.seq - b.meta.seq)
+  t.same(all.map((e) => [e.event, e.meta.scope, e.meta.by]), [
+    ['incident:created', 'incidents:all', 'bob'],
+    ['incident:created', 'incidents:all', 'carol'],
+    ['incident:acknowledged', 'incidents:all', 'carol'],
+    ['incident:note_added', 'incidents:all', 'alice']
+  ])
+  t.same(all.map((e) => e.meta.seq), [1, 2, 3, 4], 'incidents:all has its own log')
+  t.same(all[2]?.payload, { incident: acked.body })
+
+  await bob.received(2)
+  await Promise.all([bob.socket, dave.socket].map(flush))
+  t.same(bob.events.map((e) => [e.event, e.meta.scope]), [
+    ['incident:created', 'team:payments'],
+    ['incident:note_added', 'team:payments']
+  ], 'bob: his team only, not incidents:all')
+  t.same(dave.events, [], 'dave: refused, so nothing')
+
+  const listed = await node1.call('alice', 'GET', '/api/incidents')
+  t.equal(listed.body.incidents.length, 2, 'the admin lists every team')
+  t.same((await node1.call('bob', 'GET', '/api/incidents')).body.incidents.map((i: { id: string }) => i.id), [payments.body.id])
+})
+
+t.test('a reassignment reaches both teams and incidents:all; afterwards only the new team', async (t) => {
+  const { node1, node2 } = await twoNodes(t)
+  const alice = await node1.connect('alice')
+  t.match(await request(alice.socket, 'realtime:subscribe', { scope: 'incidents:all' }), { ok: true })
+  const bob = await node1.connect('bob')
+  const carol = await node2.connect('carol')
+
+  const { body: incident } = await node1.call('bob', 'POST', '/api/teams/payments/incidents', { title: 'Search results in checkout', severity: 'sev2' })
+  const moved = await node2.call('bob', 'POST', `/api/incidents/${incident.id}/reassign`, { teamId: 'search' })
+  t.equal(moved.status, 200)
+  t.match(moved.body, { id: incident.id, teamId: 'search', version: 2 })
+
+  const expected = { incident: moved.body, from: 'payments', to: 'search' }
+  const reassigned = (events: Seen[]): Seen | undefined => events.find((e) => e.event === 'incident:reassigned')
+  const bobSaw = reassigned(await bob.received(2))
+  const carolSaw = reassigned(await carol.received(1))
+  const aliceSaw = reassigned(await alice.received(2))
+  t.match(bobSaw, { event: 'incident:reassigned', meta: { scope: 'team:payments', by: 'bob' } })
+  t.same(bobSaw?.payload, expected)
+  t.match(carolSaw, { event: 'incident:reassigned', meta: { scope: 'team:search', by: 'bob' } })
+  t.same(carolSaw?.payload, expected)
+  t.match(aliceSaw, { event: 'incident:reassigned', meta: { scope: 'incidents:all' } })
+  t.same(aliceSaw?.payload, expected)
+
+  // the incident is search's now: carol may act on it, bob may not, and only search hears of it
+  t.equal((await node1.call('bob', 'POST', `/api/incidents/${incident.id}/acknowledge`)).status, 404)
+  const acked = await node1.call('carol', 'POST', `/api/incidents/${incident.id}/acknowledge`)
+  t.equal(acked.status, 200)
+  const acknowledged = (events: Seen[]): Seen | undefined => events.find((e) => e.event === 'incident:acknowledged')
+  t.match(acknowledged(await carol.received(2)), { payload: { incident: acked.body }, meta: { scope: 'team:search', by: 'carol' } })
+  t.match(acknowledged(await alice.received(3)), { payload: { incident: acked.body }, meta: { scope: 'incidents:all' } })
+  await flush(bob.socket)
+  t.same(bob.events.map((e) => e.event), ['incident:created', 'incident:reassigned'], 'payments hears nothing more')
+})
+
+t.test('removing a member through node 2 stops delivery to their socket on node 1', async (t) => {
+  const { node1, node2 } = await twoNodes(t)
+  const bob = await node1.connect('bob')
+  const carol = await node1.connect('carol')
+
+  t.equal((await node2.call('bob', 'DELETE', '/api/teams/payments/members/bob')).status, 403, 'members cannot change memberships')
+  t.equal((await node2.call('alice', 'POST', '/api/teams/nowhere/members/carol')).status, 404)
+  t.equal((await node2.call('alice', 'POST', '/api/teams/payments/members/mallory')).status, 404)
+
+  // carol joins payments through node 2: her live socket on node 1 is moved in
+  const joined = await node2.call('alice', 'POST', '/api/teams/payments/members/carol')
+  t.equal(joined.status, 200)
+  t.same(joined.body, { teamId: 'payments', members: ['bob', 'carol'] })
+  const { body: first } = await node2.call('alice', 'POST', '/api/teams/payments/incidents', { title: 'Before', severity: 'sev3' })
+  t.match((await carol.received(1))[0], { event: 'incident:created', payload: { incident: { id: first.id } }, meta: { scope: 'team:payments' } })
+  t.match((await bob.received(1))[0], { event: 'incident:created', payload: { incident: { id: first.id } } })
+
+  // bob leaves payments through node 2: his socket on node 1 gets nothing more from it
+  const removed = await node2.call('alice', 'DELETE', '/api/teams/payments/members/bob')
+  t.equal(removed.status, 200)
+  t.same(removed.body, { teamId: 'payments', members: ['carol'] })
+  const { body: second } = await node2.call('alice', 'POST', '/api/teams/payments/incidents', { title: 'After', severity: 'sev3' })
+  t.match((await carol.received(2))[1], { event: 'incident:created', payload: { incident: { id: second.id } } })
+  // carol's copy came through node 1, so bob's would have too: one round trip to be sure
+  await flush(bob.socket)
+  t.same(bob.events.map((e) => e.payload.incident.id), [first.id], 'bob got the first incident only')
+  t.ok(bob.socket.connected, 'bob stays connected: only the team is gone')
+
+  // and no node lets him back in, nor shows him the team's incidents
+  t.match(await request(bob.socket, 'realtime:subscribe', { scope: 'team:payments' }), { ok: false, error: { code: 'FORBIDDEN' } })
+  t.equal((await node2.call('bob', 'GET', `/api/incidents/${second.id}`)).status, 404)
+  const again = await node1.connect('bob')
+  t.same(again.ready.scopes, ['user:bob'], 'a new connection is not joined to payments')
+})
+
+t.test('a client that drops off node 1 catches up on node 2 with since', async (t) => {
+  const { node1, node2 } = await twoNodes(t)
+  const bob = await node1.connect('bob')
+  const { body: incident } = await node1.call('bob', 'POST', '/api/teams/payments/incidents', { title: 'Flapping', severity: 'sev2' })
+  const [seen] = await bob.received(1)
+  const since = { seq: seen!.meta.seq, epoch: seen!.meta.epoch }
+  const gone = waitFor(bob.socket, 'disconnect')
+  bob.socket.disconnect()
+  await gone
+
+  const acked = await node1.call('alice', 'POST', `/api/incidents/${incident.id}/acknowledge`)
+  const note = await node1.call('alice', 'POST', `/api/incidents/${incident.id}/notes`, { text: 'Watching it' })
+
+  const back = await node2.connect('bob', { 'team:payments': since })
+  t.same(back.events.map((e) => [e.event, e.payload, e.meta.seq, e.meta.replayed]), [
+    ['incident:acknowledged', { incident: acked.body }, since.seq + 1, true],
+    ['incident:note_added', { incidentId: incident.id, teamId: 'payments', note: note.body, version: 3 }, since.seq + 2, true]
+  ], 'replayed from the shared log before ready')
+  t.same(back.ready.positions['team:payments'], { seq: since.seq + 2, epoch: since.epoch })
+})

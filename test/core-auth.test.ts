@@ -97,7 +97,7 @@ t.test('option errors', async (t) => {
   const noSecret = Fastify()
   t.teardown(() => noSecret.close())
   await noSecret.register(realtime, {})
-  await t.rejects(noSecret.ready(), { code: 'FST_REALTIME_INVALID_OPTION', message: /auth\.secret/ })
+  await t.rejects(async () => { await noSecret.ready() }, { code: 'FST_REALTIME_INVALID_OPTION', message: /auth\.secret/ })
 
   const opts = Object.freeze({ auth: Object.freeze({ secret: SECRET }), rooms: () => [] })
   const frozen = Fastify()

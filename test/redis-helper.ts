@@ -67,12 +67,20 @@ export async function ownRedis (t: Teardown): Promise<OwnRedis> {
   }
   const start = async (): Promise<void> => {
     child = spawn('redis-server', ['--port', String(port), '--bind', REDIS_HOST, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
-    const probe = new Redis({ host: REDIS_HOST, port, lazyConnect: true, retryStrategy: (times) => times > 100 ? null : 50 })
-    try {
-      await probe.connect()
-      await probe.ping()
-    } finally {
-      probe.disconnect()
+    // the server needs a moment to listen: probe until it answers (bounded)
+    for (let attempt = 0; ; attempt++) {
+      const probe = new Redis({ host: REDIS_HOST, port, lazyConnect: true, retryStrategy: () => null })
+      probe.on('error', () => {})
+      try {
+        await probe.connect()
+        await probe.ping()
+        return
+      } catch (err) {
+        if (attempt >= 100) throw err
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      } finally {
+        probe.disconnect()
+      }
     }
   }
   t.teardown(kill)

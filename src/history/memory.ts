@@ -45,6 +45,9 @@ export class MemoryHistoryStore implements HistoryStore {
 
   append (scope: string, entry: HistoryEntry): Position {
     const now = this.#now()
+    // releases expired scopes as the store is used, not only at the next timer tick;
+    // O(expired), as logs sit in expiry order
+    this.#logs.sweep(now)
     let log = this.#live(scope, now)
     if (log === undefined) {
       log = { epoch: epochOf(this.#id, now), startedAt: now, seq: 0, events: [] }

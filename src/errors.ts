@@ -1,4 +1,4 @@
-import createError from '@fastify/error'
+import { createError } from '@fastify/error'
 
 /** Bad plugin options: thrown by `register` (or `ready`, for what depends on later plugins). */
 export const FST_REALTIME_INVALID_OPTION = createError(

@@ -1,0 +1,138 @@
+import t from 'tap'
+import type { FastifyInstance } from 'fastify'
+import { MemoryHistoryStore, type HistoryStore } from '../src/index.js'
+import { build, waitFor } from './helper.js'
+
+interface Health {
+  websocket: { enabled: boolean, connections: number }
+  node: { id: string, connections: number }
+  cluster?: { nodes: number, connections: number }
+  history: { store: string, ok: boolean }
+}
+
+async function health (url: string, path = '/health/realtime'): Promise<{ status: number, body: Health, headers: Headers }> {
+  const res = await fetch(`${url}${path}`)
+  return { status: res.status, body: await res.json() as Health, headers: res.headers }
+}
+
+/** Polls the route until `connections` is `want`; a bounded loop of round trips, no timers. */
+async function connectionsReach (url: string, want: number): Promise<number> {
+  let seen = -1
+  for (let i = 0; i < 500; i++) {
+    seen = (await health(url)).body.websocket.connections
+    if (seen === want) return seen
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+  return seen
+}
+
+/** A store that keeps events in memory and answers ping() as told. */
+function storeWithPing (t: { teardown: (fn: () => unknown) => void }, kind: string, ping: HistoryStore['ping']): HistoryStore {
+  const inner = new MemoryHistoryStore()
+  t.teardown(() => inner.close())
+  return {
+    kind,
+    append: (scope, entry) => inner.append(scope, entry),
+    read: (scope, since) => inner.read(scope, since),
+    position: (scope) => inner.position(scope),
+    ...(ping === undefined ? {} : { ping })
+  }
+}
+
+async function nodeId (app: FastifyInstance): Promise<string> {
+  return (await app.realtime.stats()).node.id
+}
+
+t.test('GET /health/realtime: exact shape on one node, no cluster key', async (t) => {
+  const { app, url } = await build(t)
+  const { status, body, headers } = await health(url)
+  t.equal(status, 200)
+  t.same(body, {
+    websocket: { enabled: true, connections: 0 },
+    node: { id: await nodeId(app), connections: 0 },
+    history: { store: 'memory', ok: true }
+  })
+  t.same(Object.keys(body).sort(), ['history', 'node', 'websocket'], 'no other keys')
+  t.same(Object.keys(body.websocket).sort(), ['connections', 'enabled'], 'websocket is exactly { enabled, connections }')
+  t.type(body.node.id, 'string')
+  t.ok(body.node.id.length > 0, 'node id is not empty')
+  t.equal(headers.get('cache-control'), 'no-store', 'never cached')
+})
+
+t.test('connection counts go up with clients and back down when they leave', async (t) => {
+  const { url, connected } = await build(t)
+  const a = await connected('u1')
+  const b = await connected('u2')
+  const two = await health(url)
+  t.equal(two.status, 200)
+  t.equal(two.body.websocket.connections, 2)
+  t.equal(two.body.node.connections, 2)
+
+  const gone = waitFor(a.socket, 'disconnect')
+  a.socket.disconnect()
+  await gone
+  t.equal(await connectionsReach(url, 1), 1, 'one left')
+  b.socket.disconnect()
+  t.equal(await connectionsReach(url, 0), 0, 'none left')
+  const after = await health(url)
+  t.same([after.body.websocket.connections, after.body.node.connections], [0, 0], 'websocket and node agree')
+})
+
+t.test('health: { path } moves the route', async (t) => {
+  const { url } = await build(t, { health: { path: '/ops/rt' } })
+  const moved = await health(url, '/ops/rt')
+  t.equal(moved.status, 200)
+  t.same(moved.body.websocket, { enabled: true, connections: 0 })
+  t.equal((await fetch(`${url}/health/realtime`)).status, 404, 'not at the default path any more')
+})
+
+t.test('health: false removes the route', async (t) => {
+  const { url, app } = await build(t, { health: false })
+  t.equal((await fetch(`${url}/health/realtime`)).status, 404)
+  t.notOk(app.hasRoute({ method: 'GET', url: '/health/realtime' }))
+})
+
+t.test('a store whose ping() says false: 503, same shape, ok: false', async (t) => {
+  const { app, url } = await build(t, { history: { store: storeWithPing(t, 'custom', () => false) } })
+  const { status, body } = await health(url)
+  t.equal(status, 503)
+  t.same(body, {
+    websocket: { enabled: true, connections: 0 },
+    node: { id: await nodeId(app), connections: 0 },
+    history: { store: 'custom', ok: false }
+  })
+})
+
+t.test('a store whose ping() rejects, or never answers: 503, the route still answers', async (t) => {
+  const failing = await build(t, { history: { store: storeWithPing(t, 'failing', async () => { throw new Error('down') }) } })
+  const failed = await health(failing.url)
+  t.equal(failed.status, 503)
+  t.same(failed.body.history, { store: 'failing', ok: false })
+
+  const hanging = await build(t, { history: { store: storeWithPing(t, 'hanging', () => new Promise<boolean>(() => {})) } })
+  const hung = await health(hanging.url)
+  t.equal(hung.status, 503)
+  t.same(hung.body.history, { store: 'hanging', ok: false })
+})
+
+t.test('a custom store without ping() counts as ok; ping() true is 200', async (t) => {
+  const without = await build(t, { history: { store: storeWithPing(t, 'no-ping', undefined) } })
+  const a = await health(without.url)
+  t.equal(a.status, 200)
+  t.same(a.body.history, { store: 'no-ping', ok: true })
+  const withPing = await build(t, { history: { store: storeWithPing(t, 'pinging', async () => true) } })
+  const b = await health(withPing.url)
+  t.equal(b.status, 200)
+  t.same(b.body.history, { store: 'pinging', ok: true })
+})
+
+t.test('history: false reports store none', async (t) => {
+  const { app, url } = await build(t, { history: false })
+  const { status, body } = await health(url)
+  t.equal(status, 200)
+  t.same(body, {
+    websocket: { enabled: true, connections: 0 },
+    node: { id: await nodeId(app), connections: 0 },
+    history: { store: 'none', ok: true }
+  })
+})

@@ -1,0 +1,120 @@
+import t from 'tap'
+import { connect } from '../src/client/index.js'
+import { balancer, clientFor, clusterPrefix, poll, startCluster, type NodeProcess } from './cluster-helper.js'
+import { collect, tokenFor, waitFor, type ReadyPayload } from './helper.js'
+import { ownRedis } from './redis-helper.js'
+
+// any name: other test files may declare RealtimeEvents for the whole type-check, narrowing the names
+// the event name as the client's on() types it (the examples in this program extend RealtimeEvents)
+const EV = 'ev' as Parameters<ReturnType<typeof connect>['on']>[0]
+
+t.test('a client of a killed node reconnects to another, authenticates again, re-joins and fills the gap', async (t) => {
+  const env = { KEY_PREFIX: clusterPrefix(t), ROOMS: JSON.stringify({ u1: ['team:1'] }) }
+  const [a, b] = await startCluster(t, 2, env) as [NodeProcess, NodeProcess]
+  const lb = await balancer(t, [a.port, b.port])
+
+  let handshakes = 0
+  const client = connect(lb.url, {
+    getToken: () => { handshakes++; return tokenFor('u1') },
+    io: { transports: ['websocket'], forceNew: true, reconnectionDelay: 20, reconnectionDelayMax: 100, randomizationFactor: 0 }
+  })
+  t.teardown(() => { client.close() })
+  const readies = collect(client.socket, 'realtime:ready') as unknown as Array<[ReadyPayload]>
+  const wire = collect(client.socket, 'ev') // what the server sent, before the client's ordering and de-duplication
+  const delivered: Array<[unknown, any]> = []
+  client.on(EV, (payload, meta) => { delivered.push([payload, meta]) })
+  await waitFor(client.socket, 'realtime:ready')
+  t.equal((await a.get('/health/realtime')).body.websocket.connections, 1, 'the client is on A')
+
+  const broadcast = async (n: number): Promise<any> => {
+    const res = await b.post('/broadcast', { scope: 'team:1', event: 'ev', payload: { n } })
+    t.equal(res.status, 200)
+    return res.body
+  }
+  const live = waitFor(client.socket, 'ev')
+  await broadcast(1)
+  await live
+  const secondLive = waitFor(client.socket, 'ev')
+  await broadcast(2)
+  await secondLive
+
+  // new connections wait at the balancer, so the 5 events below are all missed while reconnecting
+  lb.hold()
+  const dropped = waitFor<[string]>(client.socket, 'disconnect')
+  await a.stop('SIGKILL')
+  t.equal((await dropped)[0], 'transport close', 'the client sees the transport go, not a do-not-reconnect')
+  const missed = []
+  for (let n = 3; n <= 7; n++) missed.push(await broadcast(n))
+  t.same(missed.map((m) => [m.seq, m.stored]), [[3, true], [4, true], [5, true], [6, true], [7, true]])
+
+  const readyAgain = waitFor<[ReadyPayload]>(client.socket, 'realtime:ready')
+  lb.release()
+  const [ready] = await readyAgain
+  t.equal(handshakes, 2, 'a fresh token was sent for the new handshake')
+  t.same(ready.scopes.sort(), ['team:1', 'user:u1'], 're-joined from memberships')
+  t.match(ready.positions['team:1'], { seq: 7, epoch: missed[0].epoch })
+  t.equal((await b.get('/health/realtime')).body.websocket.connections, 1, 'the client is now on B')
+
+  const after = waitFor(client.socket, 'ev')
+  await broadcast(8)
+  await after
+
+  const expected = [1, 2, 3, 4, 5, 6, 7, 8].map((n) => [{ n }, n, n >= 3 && n <= 7 ? true : undefined])
+  t.same(wire.map(([payload, meta]) => [payload, meta.seq, meta.replayed]), expected,
+    'the wire carried every event exactly once, in seq order, the missed ones replayed')
+  t.same(delivered.map(([payload, meta]) => [payload, meta.seq, meta.replayed]), expected, 'and the client handed them on so')
+  t.equal(readies.length, 2, 'a realtime:ready per connection')
+})
+
+t.test('Redis stopped mid-run: nodes keep serving locally, then fan out again once it is back', async (t) => {
+  const redis = await ownRedis(t)
+  const env = {
+    REDIS_PORT: String(redis.port),
+    KEY_PREFIX: clusterPrefix(t, redis.port),
+    ROOMS: JSON.stringify({ u1: ['team:1'], u2: ['team:1'] }),
+    HEARTBEAT_MS: '100'
+  }
+  const [a, b] = await startCluster(t, 2, env) as [NodeProcess, NodeProcess]
+  const { socket } = await clientFor(t, a.url, 'u1')
+  await clientFor(t, b.url, 'u2')
+  const across = waitFor(socket, 'before')
+  t.equal((await b.post('/broadcast', { scope: 'team:1', event: 'before', payload: 0 })).body.stored, true)
+  await across
+  await poll('A counts both nodes', async () => await a.get('/health/realtime'), (res) => res.body.cluster?.nodes === 2)
+
+  await redis.kill()
+  const local = waitFor<[unknown, any]>(socket, 'down')
+  const res = await a.post('/broadcast', { scope: 'team:1', event: 'down', payload: 1 })
+  t.equal(res.status, 200, 'the broadcast does not throw into the route')
+  t.match(res.body, { scope: 'team:1', stored: false })
+  t.equal(res.body.seq, undefined, 'no seq without the store')
+  const [payload, meta] = await local
+  t.equal(payload, 1, 'the local client still gets it live')
+  t.match(meta, { scope: 'team:1' })
+  t.notOk('seq' in meta)
+
+  for (const [name, node] of [['A', a], ['B', b]] as const) {
+    const health = await node.get('/health/realtime')
+    t.equal(health.status, 503, `${name} answers health with 503`)
+    t.match(health.body, {
+      websocket: { enabled: true, connections: 1 },
+      node: { id: String, connections: 1 },
+      history: { store: 'redis', ok: false }
+    }, `${name}: same shape, ok: false`)
+    t.equal(node.child.exitCode, null, `${name} is still running`)
+  }
+
+  await redis.start()
+  const back = collect(socket, 'back')
+  // the adapter subscribes again by itself once its connection is back; until then a broadcast stays local to B
+  await poll('a broadcast on B reaches A again', async () => {
+    await b.post('/broadcast', { scope: 'team:1', event: 'back', payload: 2 })
+    return back.length
+  }, (n) => n > 0, 15_000, 200)
+  t.match(back[0], [2, { scope: 'team:1' }])
+  await poll('A is healthy again', async () => await a.get('/health/realtime'), (r) => r.status === 200, 10_000)
+  const stored = await poll('history stores again', async () => (await b.post('/broadcast', { scope: 'team:1', event: 'back', payload: 3 })).body,
+    (body) => body.stored === true, 10_000, 200)
+  t.type(stored.seq, 'number')
+  t.same([a.child.exitCode, b.child.exitCode], [null, null], 'neither node went down on the way')
+})

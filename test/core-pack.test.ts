@@ -1,0 +1,79 @@
+import { execFile } from 'node:child_process'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import t from 'tap'
+
+const run = promisify(execFile)
+const root = fileURLToPath(new URL('..', import.meta.url))
+const tsc = join(root, 'node_modules/.bin/tsc')
+
+t.test('the packed tarball installs into a fresh app: ESM, CJS and types', { timeout: 300_000 }, async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'frt-pack-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  await run('npm', ['run', 'build'], { cwd: root })
+  const { stdout } = await run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', dir], { cwd: root })
+  const [packed] = JSON.parse(stdout) as Array<{ filename: string, files: Array<{ path: string }> }>
+  const paths = packed!.files.map((f) => f.path)
+  t.ok(paths.every((p) => p.startsWith('dist/') || ['package.json', 'README.md', 'CHANGELOG.md', 'LICENSE'].includes(p)),
+    'only dist and the package documents are published')
+  t.ok(paths.includes('dist/index.d.ts') && paths.includes('dist/index.d.cts') && paths.includes('dist/client/index.js'))
+
+  const app = join(dir, 'app')
+  await run('mkdir', ['-p', app])
+  await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'commonjs' }))
+  await run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', join(dir, packed!.filename), 'fastify@5', 'socket.io@4.8', 'socket.io-client@4.8', '@types/node@20'], { cwd: app })
+
+  await writeFile(join(app, 'esm.mjs'), `
+import Fastify from 'fastify'
+import realtime, { fastifyRealtime, isScope } from 'fastify-realtime'
+import { connect } from 'fastify-realtime/client'
+const app = Fastify()
+await app.register(realtime, { auth: { secret: 'a-secret-for-the-pack-test' } })
+await app.ready()
+const meta = await app.broadcast('team:1', 'x', 1)
+console.log(JSON.stringify({ same: realtime === fastifyRealtime, scope: isScope('team:1'), seq: meta.seq, client: typeof connect }))
+await app.close()
+`)
+  const esm = JSON.parse((await run('node', ['esm.mjs'], { cwd: app })).stdout)
+  t.same(esm, { same: true, scope: true, seq: 1, client: 'function' })
+
+  await writeFile(join(app, 'cjs.cjs'), `
+const Fastify = require('fastify')
+const realtime = require('fastify-realtime')
+const { connect } = require('fastify-realtime/client')
+const app = Fastify()
+app.register(realtime.default, { auth: { secret: 'a-secret-for-the-pack-test' } })
+app.ready().then(async () => {
+  const meta = await app.broadcast('team:1', 'x', 1)
+  console.log(JSON.stringify({ named: typeof realtime.fastifyRealtime, seq: meta.seq, client: typeof connect }))
+  await app.close()
+})
+`)
+  const cjs = JSON.parse((await run('node', ['cjs.cjs'], { cwd: app })).stdout)
+  t.same(cjs, { named: 'function', seq: 1, client: 'function' })
+
+  const typed = `
+import Fastify from 'fastify'
+import realtime from 'fastify-realtime'
+declare module 'fastify-realtime' {
+  interface RealtimeEvents { 'incident:created': { id: string } }
+}
+const app = Fastify()
+app.register(realtime, { auth: { secret: 'x' } })
+export async function ok (): Promise<void> { await app.broadcast('team:1', 'incident:created', { id: '1' }) }
+// @ts-expect-error the payload type comes from RealtimeEvents
+export async function bad (): Promise<void> { await app.broadcast('team:1', 'incident:created', { id: 1 }) }
+`
+  await writeFile(join(app, 'typed.mts'), typed)
+  await writeFile(join(app, 'typed.cts'), typed)
+  await writeFile(join(app, 'tsconfig.json'), JSON.stringify({
+    compilerOptions: { module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: true, target: 'ES2022' },
+    files: ['typed.mts', 'typed.cts']
+  }))
+  const types = await run(tsc, ['-p', 'tsconfig.json'], { cwd: app }).then(() => 'ok', (err: { stdout: string }) => err.stdout)
+  t.equal(types, 'ok', 'types resolve for import and require')
+  t.ok((await readFile(join(app, 'node_modules/fastify-realtime/package.json'), 'utf8')).includes('"exports"'))
+})

@@ -1,8 +1,7 @@
 import { randomBytes } from 'node:crypto'
-import { ExpiringMap } from '../expiring-map.js'
 import type { Position } from '../protocol.js'
 import { emptyPosition, epochOf, planRead, type LogView, type ReadContext } from './plan.js'
-import type { HistoryEntry, HistoryStore, ReadResult } from './store.js'
+import type { HistoryEntry, HistoryStore, ReadResult, StoredEvent } from './store.js'
 
 export interface MemoryHistoryOptions {
   /** Seconds an event stays replayable. @default 300 */
@@ -13,10 +12,29 @@ export interface MemoryHistoryOptions {
   now?: () => number
 }
 
+/** One generation of a scope's log: a ring of the newest `max` events, slot `(seq - 1) % max`, grown as filled. */
+interface Log {
+  epoch: string
+  startedAt: number
+  seq: number
+  /** Store ms of the newest append: the log is gone once it is a ttl old. */
+  last: number
+  events: Array<StoredEvent | undefined>
+  storedAt: number[]
+}
+
+/** The entry with its seq, built field by field: an object spread here costs more than the rest of the append. */
+function withSeq (entry: HistoryEntry, seq: number): StoredEvent {
+  return entry.by === undefined
+    ? { id: entry.id, event: entry.event, payload: entry.payload, at: entry.at, seq }
+    : { id: entry.id, event: entry.event, payload: entry.payload, at: entry.at, by: entry.by, seq }
+}
+
 /**
  * The embedded store: per-scope logs in this process, bounded by `max` events and `ttl`
- * seconds. A scope whose newest event has expired is dropped whole, so memory follows the
- * scopes that are active, not every scope ever seen. One sweep timer for the whole store.
+ * seconds. An append is a few field writes into a fixed ring. A scope whose newest event has
+ * expired reads as empty at once and is dropped by the one sweep timer of the store, so memory
+ * follows the scopes in use, not every scope ever seen, and no timer is kept per scope.
  *
  * Epochs are `<store id>.<generation start ms>`: a restart gives a new store id, and a scope
  * dropped and begun again gets a new start time.
@@ -27,41 +45,41 @@ export class MemoryHistoryStore implements HistoryStore {
   readonly #ttlMs: number
   readonly #max: number
   readonly #now: () => number
-  readonly #logs = new ExpiringMap<string, LogView>()
+  readonly #logs = new Map<string, Log>()
   readonly #sweeper: NodeJS.Timeout
 
   constructor (options: MemoryHistoryOptions = {}) {
     this.#ttlMs = (options.ttl ?? 300) * 1000
     this.#max = options.max ?? 50
     this.#now = options.now ?? Date.now
-    this.#sweeper = setInterval(() => this.#logs.sweep(this.#now()), Math.min(this.#ttlMs, 60_000))
+    this.#sweeper = setInterval(() => this.#sweep(this.#now()), Math.min(this.#ttlMs, 60_000))
     this.#sweeper.unref()
   }
 
-  /** Scopes that currently hold a log (for tests and diagnostics). */
+  /** Scopes that currently hold a log, expired ones not yet swept included (for tests and diagnostics). */
   get scopes (): number {
     return this.#logs.size
   }
 
   append (scope: string, entry: HistoryEntry): Position {
     const now = this.#now()
-    // releases expired scopes as the store is used, not only at the next timer tick;
-    // O(expired), as logs sit in expiry order
-    this.#logs.sweep(now)
     let log = this.#live(scope, now)
     if (log === undefined) {
-      log = { epoch: epochOf(this.#id, now), startedAt: now, seq: 0, events: [] }
+      log = { epoch: epochOf(this.#id, now), startedAt: now, seq: 0, last: now, events: [], storedAt: [] }
+      this.#logs.set(scope, log)
     }
-    log.seq += 1
-    log.events.push({ storedAt: now, stored: { ...entry, seq: log.seq } })
-    if (log.events.length > this.#max) log.events.shift()
-    this.#logs.set(scope, log, now + this.#ttlMs)
-    return { seq: log.seq, epoch: log.epoch }
+    const seq = ++log.seq
+    const slot = (seq - 1) % this.#max
+    log.events[slot] = withSeq(entry, seq)
+    log.storedAt[slot] = now
+    log.last = now
+    return { seq, epoch: log.epoch }
   }
 
   read (scope: string, since: Position): ReadResult {
     const now = this.#now()
-    return planRead(this.#live(scope, now), since, this.#context(now))
+    const log = this.#live(scope, now)
+    return planRead(log === undefined ? undefined : this.#view(log), since, this.#context(now))
   }
 
   position (scope: string): Position {
@@ -79,15 +97,29 @@ export class MemoryHistoryStore implements HistoryStore {
     this.#logs.clear()
   }
 
-  /** The scope's log with expired events dropped, or undefined when nothing is left. */
-  #live (scope: string, now: number): LogView | undefined {
-    const log = this.#logs.get(scope, now)
+  /** The scope's log, or undefined when it has none or its newest event has expired. */
+  #live (scope: string, now: number): Log | undefined {
+    const log = this.#logs.get(scope)
     if (log === undefined) return undefined
-    const cutoff = now - this.#ttlMs
-    let expired = 0
-    while (expired < log.events.length && log.events[expired]!.storedAt <= cutoff) expired++
-    if (expired > 0) log.events.splice(0, expired)
-    return log
+    if (now - log.last < this.#ttlMs) return log
+    this.#logs.delete(scope)
+    return undefined
+  }
+
+  /** The ring as planRead reads a log: the kept events, oldest first. */
+  #view (log: Log): LogView {
+    const events: LogView['events'] = []
+    for (let seq = Math.max(1, log.seq - this.#max + 1); seq <= log.seq; seq++) {
+      const slot = (seq - 1) % this.#max
+      events.push({ storedAt: log.storedAt[slot]!, stored: log.events[slot]! })
+    }
+    return { epoch: log.epoch, startedAt: log.startedAt, seq: log.seq, events }
+  }
+
+  #sweep (now: number): void {
+    for (const [scope, log] of this.#logs) {
+      if (now - log.last >= this.#ttlMs) this.#logs.delete(scope)
+    }
   }
 
   #context (now: number): ReadContext {

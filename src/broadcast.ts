@@ -9,8 +9,8 @@ import {
 import { ExpiringMap } from './expiring-map.js'
 import type { HistoryStore } from './history/store.js'
 import type { NormalizedOptions } from './options.js'
-import { RESERVED_PREFIX, SOCKET_IO_RESERVED, isScope } from './protocol.js'
-import type { BroadcastFn, BroadcastMeta, BroadcastOptions, EventMeta, RealtimeServer } from './types.js'
+import { RESERVED_PREFIX, SOCKET_IO_RESERVED, isScope, type Position } from './protocol.js'
+import type { BroadcastFn, BroadcastMeta, BroadcastOptions, RealtimeServer } from './types.js'
 
 export interface BroadcastContext {
   io: RealtimeServer
@@ -50,6 +50,10 @@ function checkOptions (opts: BroadcastOptions): void {
 
 const NO_OPTIONS: BroadcastOptions = Object.freeze({})
 
+function isPromiseLike<T> (value: T | PromiseLike<T>): value is PromiseLike<T> {
+  return typeof (value as PromiseLike<T> | null)?.then === 'function'
+}
+
 /**
  * `fastify.broadcast`: validate (programming errors reject), append to the log, emit
  * `(payload, meta)` to the scope. Transport trouble never rejects: it logs and resolves.
@@ -59,25 +63,41 @@ export function createBroadcast (ctx: BroadcastContext): BroadcastFn {
   const ttlMs = ctx.ttl * 1000
   const seen = new ExpiringMap<string, Promise<BroadcastMeta | null>>()
 
-  async function deliver (scope: string, event: string, payload: unknown, opts: BroadcastOptions): Promise<BroadcastMeta> {
-    const id = randomUUID()
-    const at = Date.now()
-    const meta: EventMeta = { id, scope, at }
-    let stored = false
-    if (store !== null && opts.volatile !== true) {
-      try {
-        const position = await store.append(scope, opts.by === undefined ? { id, event, payload, at } : { id, event, payload, at, by: opts.by })
-        meta.seq = position.seq
-        meta.epoch = position.epoch
-        stored = true
-      } catch (err) {
-        log.warn({ err, scope, event }, 'fastify-realtime: event not stored in history; delivering live only')
-      }
-    }
+  /** Emits to the scope and returns the meta; `position` is null when the event is not in the log. */
+  function emit (scope: string, event: string, payload: unknown, opts: BroadcastOptions, id: string, at: number, position: Position | null): BroadcastMeta {
+    // one literal per shape, no spread: this runs for every broadcast
+    const meta = (position === null
+      ? { id, scope, at }
+      : { id, scope, seq: position.seq, epoch: position.epoch, at }) as BroadcastMeta
     if (opts.by !== undefined) meta.by = opts.by
     const target = opts.except === undefined ? io.to(scope) : io.to(scope).except(opts.except)
     target.emit(event, payload, meta)
-    return { ...meta, stored }
+    // encoded by now: `stored` is for the caller, not the wire
+    meta.stored = position !== null
+    return meta
+  }
+
+  function unstored (scope: string, event: string, err: unknown): null {
+    log.warn({ err, scope, event }, 'fastify-realtime: event not stored in history; delivering live only')
+    return null
+  }
+
+  /** Appends, then emits. A store that answers synchronously (memory) costs no extra promise turn. */
+  function deliver (scope: string, event: string, payload: unknown, opts: BroadcastOptions): Promise<BroadcastMeta> {
+    const id = randomUUID()
+    const at = Date.now()
+    if (store === null || opts.volatile === true) return Promise.resolve(emit(scope, event, payload, opts, id, at, null))
+    let appended: Position | Promise<Position>
+    try {
+      appended = store.append(scope, opts.by === undefined ? { id, event, payload, at } : { id, event, payload, at, by: opts.by })
+    } catch (err) {
+      return Promise.resolve(emit(scope, event, payload, opts, id, at, unstored(scope, event, err)))
+    }
+    if (!isPromiseLike(appended)) return Promise.resolve(emit(scope, event, payload, opts, id, at, appended))
+    return Promise.resolve(appended).then(
+      (position) => emit(scope, event, payload, opts, id, at, position),
+      (err: unknown) => emit(scope, event, payload, opts, id, at, unstored(scope, event, err))
+    )
   }
 
   function broadcast (scope: string, event: string, payload: unknown, opts: BroadcastOptions = NO_OPTIONS): Promise<BroadcastMeta | null> {

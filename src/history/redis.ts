@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis'
 import type { Position } from '../protocol.js'
-import { emptyPosition, planRead, type LogView, type ReadContext } from './plan.js'
+import { emptyPosition, keepFor, planRead, type LogView, type ReadContext } from './plan.js'
 import type { HistoryEntry, HistoryStore, ReadResult, StoredEvent } from './store.js'
 
 export interface RedisHistoryOptions {
@@ -14,127 +14,210 @@ export interface RedisHistoryOptions {
 
 // Keys, under the client's own ioredis `keyPrefix`:
 //   rt:id         the store's identity, part of every epoch (new after a flush)
-//   rt:m:<scope>  hash: seq, epoch, started, last (store ms of the newest append)
-//   rt:l:<scope>  list of "<seq>:<stored ms>:<json entry>", oldest first, at most `max`
+//   rt:m:<scope>  hash: seq, epoch, started, last (store ms of the newest append), floor
+//                 (see LogView.floor); expires `keep` after the newest append
+//   rt:l:<scope>  list of "<seq>:<stored ms>:<json entry>", oldest first, at most `max`;
+//                 expires `ttl` after the newest append
 const ID_KEY = 'rt:id'
 const metaKey = (scope: string): string => `rt:m:${scope}`
 const logKey = (scope: string): string => `rt:l:${scope}`
 
-const CLOCK_AND_ID = `
+/** Past this many scopes with unstored broadcasts, the store takes a new identity instead of listing them. */
+const MAX_LOST_SCOPES = 10_000
+
+// Sets `now` (ARGV[1], or Redis TIME when it is -1) and `id` (the store identity, created on
+// first use). `idKey` is the Lua expression naming the id key.
+const clockAndId = (idKey: string): string => `
 local now = tonumber(ARGV[1])
 if now < 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local id = redis.call('GET', KEYS[3])
+local id = redis.call('GET', ${idKey})
 if not id then
   local t = redis.call('TIME')
   id = 'r' .. t[1] .. t[2]
-  if not redis.call('SET', KEYS[3], id, 'NX') then id = redis.call('GET', KEYS[3]) end
+  if not redis.call('SET', ${idKey}, id, 'NX') then id = redis.call('GET', ${idKey}) end
 end
 `
 
-// Sequence, epoch, append, trim and expiry in one atomic step. A log whose newest event is
-// older than the ttl, or from an earlier store identity, starts a new generation (new epoch)
-// instead of continuing the old seq.
-// KEYS: meta, log, id. ARGV: now|-1, entry json, max, ttl ms.
-const APPEND = `${CLOCK_AND_ID}
+// The start of a new generation of the scope whose meta hash is `meta`: later than any earlier
+// generation of this identity, so its epoch is new even within one millisecond.
+const NEXT_START = `
+local function nextStart (meta)
+  local m = redis.call('HMGET', meta, 'started', 'epoch')
+  local prev = -1
+  if m[2] and string.sub(m[2], 1, #id + 1) == id .. '.' then
+    prev = tonumber(m[1]) or tonumber(string.sub(m[2], #id + 2)) or -1
+  end
+  return math.max(now, prev + 1)
+end
+`
+
+// Sequence, epoch, append, trim and expiry in one atomic step. The position goes on while the
+// scope was used within `keep`, even after its events have expired; otherwise a new generation
+// begins (new epoch).
+// KEYS: meta, log, id. ARGV: now|-1, entry json, max, ttl ms, keep ms.
+const APPEND = `${clockAndId('KEYS[3]')}${NEXT_START}
 local ttl = tonumber(ARGV[4])
-local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '-1')
-local seq
-local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
--- a log from an earlier store identity (flush, rotation) is not continued either
-if last < 0 or now - last >= ttl or string.sub(epoch, 1, #id + 1) ~= id .. '.' then
-  redis.call('DEL', KEYS[1], KEYS[2])
-  seq = 1
-  epoch = id .. '.' .. now
-  redis.call('HSET', KEYS[1], 'seq', 1, 'epoch', epoch, 'started', now, 'last', now)
-else
+local keep = tonumber(ARGV[5])
+local m = redis.call('HMGET', KEYS[1], 'seq', 'epoch', 'started', 'last')
+local seq = tonumber(m[1])
+local started = tonumber(m[3])
+local last = tonumber(m[4])
+local ours = m[2] and string.sub(m[2], 1, #id + 1) == id .. '.'
+local sound = seq and started and last and seq >= 0 and seq == math.floor(seq)
+local epoch = m[2]
+if ours and sound and now - last < keep then
   seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
   redis.call('HSET', KEYS[1], 'last', now)
+else
+  -- on an empty scope, over another identity's log or after an idle one: covers seq-0
+  -- positions from up to keep before; over a damaged meta hash: none
+  local empty = not (m[1] or m[2] or m[3] or m[4])
+  local start = nextStart(KEYS[1])
+  local floor = start
+  if empty or (m[2] and not ours) or (ours and sound) then floor = start - keep end
+  redis.call('DEL', KEYS[1], KEYS[2])
+  seq = 1
+  epoch = id .. '.' .. start
+  redis.call('HSET', KEYS[1], 'seq', 1, 'epoch', epoch, 'started', start, 'last', now, 'floor', floor)
 end
 redis.call('RPUSH', KEYS[2], seq .. ':' .. now .. ':' .. ARGV[2])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
-redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('PEXPIRE', KEYS[2], ttl)
 return { seq, epoch }
 `
 
-// A consistent snapshot of one scope. KEYS: meta, log, id. ARGV: now|-1, with events (1|0).
-const SNAPSHOT = `${CLOCK_AND_ID}
-local m = redis.call('HMGET', KEYS[1], 'seq', 'epoch', 'started', 'last')
-local events = {}
-if ARGV[2] == '1' then events = redis.call('LRANGE', KEYS[2], 0, -1) end
-return { id, tostring(now), m[1] or '', m[2] or '', m[3] or '', m[4] or '', events }
+// Replaces the log of every scope given with an empty generation that covers no earlier seq-0
+// position: those scopes had broadcasts that were delivered but never stored.
+// KEYS: id, then meta and log of each scope. ARGV: now|-1, keep ms.
+const DROP = `${clockAndId('KEYS[1]')}${NEXT_START}
+local keep = tonumber(ARGV[2])
+for i = 2, #KEYS, 2 do
+  local start = nextStart(KEYS[i])
+  redis.call('DEL', KEYS[i], KEYS[i + 1])
+  redis.call('HSET', KEYS[i], 'seq', 0, 'epoch', id .. '.' .. start, 'started', start, 'last', now, 'floor', start)
+  redis.call('PEXPIRE', KEYS[i], keep)
+end
+return (#KEYS - 1) / 2
 `
 
-type Snapshot = [string, string, string, string, string, string, string[]]
+// A consistent snapshot of one scope. KEYS: meta, log, id. ARGV: now|-1, with events (1|0).
+const SNAPSHOT = `${clockAndId('KEYS[3]')}
+local m = redis.call('HMGET', KEYS[1], 'seq', 'epoch', 'started', 'last', 'floor')
+local events = {}
+if ARGV[2] == '1' then events = redis.call('LRANGE', KEYS[2], 0, -1) end
+return { id, tostring(now), m[1] or '', m[2] or '', m[3] or '', m[4] or '', m[5] or '', events }
+`
+
+type Snapshot = [string, string, string, string, string, string, string, string[]]
 
 interface ScriptedClient extends Redis {
-  realtimeAppend: (meta: string, log: string, id: string, now: number, entry: string, max: number, ttlMs: number) => Promise<[number, string]>
+  realtimeAppend: (meta: string, log: string, id: string, now: number, entry: string, max: number, ttlMs: number, keepMs: number) => Promise<[number, string]>
+  realtimeDrop: (numKeys: number, ...keysThenArgs: Array<string | number>) => Promise<number>
   realtimeSnapshot: (meta: string, log: string, id: string, now: number, withEvents: 0 | 1) => Promise<Snapshot>
 }
 
-function parseEntry (raw: string): { storedAt: number, stored: StoredEvent } {
+/** A meta hash that cannot be read: nothing in it can be trusted, so no read is ok. */
+const DAMAGED = Symbol('damaged')
+
+/** A number field of a meta hash, or NaN. */
+function field (raw: string): number {
+  return raw === '' ? Number.NaN : Number(raw)
+}
+
+/** One list entry, or undefined when it cannot be read (the read then treats it as missing). */
+function parseEntry (raw: string): { storedAt: number, stored: StoredEvent } | undefined {
   const first = raw.indexOf(':')
-  const second = raw.indexOf(':', first + 1)
-  const entry = JSON.parse(raw.slice(second + 1)) as HistoryEntry
-  return { storedAt: Number(raw.slice(first + 1, second)), stored: { ...entry, seq: Number(raw.slice(0, first)) } }
+  const second = first < 0 ? -1 : raw.indexOf(':', first + 1)
+  if (second < 0) return undefined
+  const seq = Number(raw.slice(0, first))
+  const storedAt = Number(raw.slice(first + 1, second))
+  if (!Number.isSafeInteger(seq) || !Number.isFinite(storedAt)) return undefined
+  let entry: unknown
+  try {
+    entry = JSON.parse(raw.slice(second + 1))
+  } catch {
+    return undefined
+  }
+  if (typeof entry !== 'object' || entry === null) return undefined
+  const { id, event, at, by } = entry as Partial<HistoryEntry>
+  if (typeof id !== 'string' || typeof event !== 'string' || typeof at !== 'number' ||
+      (by !== undefined && typeof by !== 'string' && typeof by !== 'number')) return undefined
+  return { storedAt, stored: { ...(entry as HistoryEntry), seq } }
 }
 
 /**
  * The shared store: per-scope logs in Redis, so every node sees one `seq` per scope and a client
  * can catch up on whichever node it reconnects to. Sequence numbers come from Redis (`HINCRBY`
- * inside one Lua script), never from a node's clock.
+ * inside one Lua script), never from a node's clock. A scope's position outlives its events by
+ * a day (or the ttl, when longer), as in the memory store.
  *
- * Scopes whose broadcasts could not be stored while Redis was unreachable get a new epoch once
- * it is back, so a client behind them resyncs instead of skipping those events.
+ * A broadcast that could not be stored (Redis unreachable) is remembered by scope, and that
+ * scope's log is replaced by a new, empty generation as soon as the connection is ready again,
+ * before this node uses the scope again: a client behind it is then told to resync instead of
+ * skipping those events. That knowledge lives in this process until then.
  */
 export class RedisHistoryStore implements HistoryStore {
   readonly kind = 'redis'
   readonly #ttlMs: number
+  readonly #keepMs: number
   readonly #max: number
   readonly #now: (() => number) | undefined
   #client: ScriptedClient | null = null
   /** Scopes with broadcasts that were delivered but not stored; their logs are dropped before the next use. */
-  readonly #unstored = new Set<string>()
-  #tooManyUnstored = false
+  readonly #lost = new Set<string>()
+  /** Too many lost scopes to list: the next recovery gives the store a new identity instead. */
+  #lostAll = false
+  /** The recovery in flight; every use of the store waits for it. */
+  #recovering: Promise<void> | null = null
+  readonly #onReady = (): void => { this.#recoverWhenReady() }
 
   constructor (options: RedisHistoryOptions = {}) {
     this.#ttlMs = (options.ttl ?? 300) * 1000
+    this.#keepMs = keepFor(this.#ttlMs)
     this.#max = options.max ?? 50
     this.#now = options.now
   }
 
-  /** Starts using `client` (the plugin's own connection; the store never closes it). */
+  /**
+   * Starts using `client` (the plugin's own connection; the store never closes it). Each time
+   * the connection is ready again, the logs of scopes with unstored broadcasts are dropped.
+   */
   attach (client: Redis): void {
+    this.#client?.off('ready', this.#onReady)
     client.defineCommand('realtimeAppend', { numberOfKeys: 3, lua: APPEND })
+    client.defineCommand('realtimeDrop', { lua: DROP })
     client.defineCommand('realtimeSnapshot', { numberOfKeys: 3, lua: SNAPSHOT })
+    client.on('ready', this.#onReady)
     this.#client = client as ScriptedClient
   }
 
   async append (scope: string, entry: HistoryEntry): Promise<Position> {
     const client = this.#use()
     try {
-      await this.#forgetUnstored(client)
+      if (this.#recovering !== null || this.#lostAll || this.#lost.size > 0) await this.#recover(client)
       const [seq, epoch] = await client.realtimeAppend(
-        metaKey(scope), logKey(scope), ID_KEY, this.#clock(), JSON.stringify(entry), this.#max, this.#ttlMs)
+        metaKey(scope), logKey(scope), ID_KEY, this.#clock(), JSON.stringify(entry), this.#max, this.#ttlMs, this.#keepMs)
       return { seq: Number(seq), epoch }
     } catch (err) {
-      if (this.#unstored.size < 10_000) this.#unstored.add(scope)
-      else this.#tooManyUnstored = true
+      if (this.#lost.size < MAX_LOST_SCOPES) this.#lost.add(scope)
+      else this.#lostAll = true
       throw err
     }
   }
 
   async read (scope: string, since: Position): Promise<ReadResult> {
     const [log, ctx] = await this.#snapshot(scope, true)
+    if (log === DAMAGED) return { ok: false, reason: 'gap' }
     return planRead(log, since, ctx)
   }
 
   async position (scope: string): Promise<Position> {
     const [log, ctx] = await this.#snapshot(scope, false)
-    return log === undefined ? emptyPosition(ctx) : { seq: log.seq, epoch: log.epoch }
+    return log === undefined || log === DAMAGED ? emptyPosition(ctx) : { seq: log.seq, epoch: log.epoch }
   }
 
   async ping (): Promise<boolean> {
@@ -146,6 +229,11 @@ export class RedisHistoryStore implements HistoryStore {
     }
   }
 
+  /** Stops listening to the client; the client itself belongs to whoever attached it. */
+  close (): void {
+    this.#client?.off('ready', this.#onReady)
+  }
+
   #use (): ScriptedClient {
     if (this.#client === null) throw new Error('The Redis history store is not connected yet')
     return this.#client
@@ -155,28 +243,69 @@ export class RedisHistoryStore implements HistoryStore {
     return this.#now === undefined ? -1 : this.#now()
   }
 
-  async #snapshot (scope: string, withEvents: boolean): Promise<[LogView | undefined, ReadContext]> {
+  async #snapshot (scope: string, withEvents: boolean): Promise<[LogView | typeof DAMAGED | undefined, ReadContext]> {
     const client = this.#use()
-    await this.#forgetUnstored(client)
-    const [storeId, now, seq, epoch, started, last, raw] =
+    if (this.#recovering !== null || this.#lostAll || this.#lost.size > 0) await this.#recover(client)
+    const [storeId, now, seq, epoch, started, last, floor, raw] =
       await client.realtimeSnapshot(metaKey(scope), logKey(scope), ID_KEY, this.#clock(), withEvents ? 1 : 0)
-    const ctx: ReadContext = { storeId, now: Number(now), ttlMs: this.#ttlMs }
-    const current = epoch.startsWith(`${storeId}.`) && ctx.now - Number(last) < this.#ttlMs
-    if (seq === '' || !current) return [undefined, ctx]
-    return [{ seq: Number(seq), epoch, startedAt: Number(started), events: raw.map(parseEntry) }, ctx]
+    const ctx: ReadContext = { storeId, now: Number(now), ttlMs: this.#ttlMs, keepMs: this.#keepMs }
+    // no meta, or one of an earlier identity (the next append begins a new generation)
+    if ((seq === '' && epoch === '' && started === '' && last === '') || (epoch !== '' && !epoch.startsWith(`${storeId}.`))) {
+      return [undefined, ctx]
+    }
+    const view: LogView = { seq: field(seq), epoch, startedAt: field(started), floor: field(floor), events: [] }
+    const lastAt = field(last)
+    if (!Number.isSafeInteger(view.seq) || view.seq < 0 || epoch === '' || !Number.isFinite(view.startedAt) || !Number.isFinite(lastAt)) {
+      return [DAMAGED, ctx]
+    }
+    if (ctx.now - lastAt >= this.#keepMs) return [undefined, ctx]
+    // written before floors were kept: a generation begun on an empty scope
+    if (!Number.isFinite(view.floor)) view.floor = view.startedAt - this.#keepMs
+    for (const entry of raw) {
+      const parsed = parseEntry(entry)
+      if (parsed !== undefined) view.events.push(parsed)
+    }
+    return [view, ctx]
   }
 
-  async #forgetUnstored (client: ScriptedClient): Promise<void> {
-    if (this.#tooManyUnstored) {
-      // too many to list: a new store identity gives every scope a new epoch
-      await client.del(ID_KEY)
-      this.#tooManyUnstored = false
-      this.#unstored.clear()
-      return
+  /** Drops the logs of lost scopes; one recovery at a time, and it runs until nothing is left. */
+  #recover (client: ScriptedClient): Promise<void> {
+    this.#recovering ??= this.#drain(client).finally(() => { this.#recovering = null })
+    return this.#recovering
+  }
+
+  async #drain (client: ScriptedClient): Promise<void> {
+    while (this.#lostAll || this.#lost.size > 0) {
+      const all = this.#lostAll
+      const scopes = [...this.#lost]
+      this.#lostAll = false
+      this.#lost.clear()
+      try {
+        if (all) {
+          // a new store identity gives every scope a new epoch, and no seq-0 position from
+          // before it passes for one of its generations
+          await client.del(ID_KEY)
+        } else {
+          const keys = scopes.flatMap((scope) => [metaKey(scope), logKey(scope)])
+          await client.realtimeDrop(keys.length + 1, ID_KEY, ...keys, this.#clock(), this.#keepMs)
+        }
+      } catch (err) {
+        if (all) this.#lostAll = true
+        for (const scope of scopes) this.#lost.add(scope)
+        throw err
+      }
     }
-    if (this.#unstored.size === 0) return
-    const scopes = [...this.#unstored]
-    await client.del(...scopes.flatMap((scope) => [metaKey(scope), logKey(scope)]))
-    for (const scope of scopes) this.#unstored.delete(scope)
+  }
+
+  /** On a connection that is ready again: one recovery attempt, after the one in flight settles. */
+  #recoverWhenReady (): void {
+    const client = this.#client
+    if (client === null) return
+    const pending = this.#recovering ?? Promise.resolve()
+    pending.catch(() => {}).then(async () => {
+      if (this.#lostAll || this.#lost.size > 0) await this.#recover(client)
+    }).catch(() => {
+      // still unreachable: the next ready, or the next use of the store, tries again
+    })
   }
 }

@@ -21,9 +21,22 @@ export type ReadResult =
   | { ok: false, reason: 'gap' | 'epoch' }
 
 /**
- * A bounded, per-scope event log. Each scope has a sequence that grows by one per appended
- * event and an epoch that changes whenever the scope's log is lost, so a position taken from a
- * lost log can never be confused with one from the current log.
+ * A bounded, per-scope event log: the plugin's promise "every event of a scope, in order, or an
+ * explicit resync" rests on it. Rules a store keeps (the contract suite in the repository's
+ * test/history/contract.ts checks them):
+ *
+ * - `seq` grows by one per appended event of a scope, from 1, with no gap and no repeat, even
+ *   with appends from many processes at once.
+ * - `epoch` names one unbroken log of the scope. It stays the same for as long as the log goes
+ *   on, and changes whenever the log may have lost an event: the store restarted or was
+ *   flushed, or an event was delivered but not stored. Never reuse an epoch.
+ * - A scope keeps its position (epoch and seq) longer than its events, so a client still at the
+ *   head after a quiet spell reads `ok` and goes on in the same epoch, while one behind the
+ *   expired events reads `gap`. The shipped stores keep it a day after the newest append, or
+ *   the ttl when longer; then the scope is released, and its next append begins a new epoch.
+ * - A scope with nothing stored has a position too: `{ seq: 0, epoch }`, and a read from it
+ *   returns whatever was appended since it was taken, if the store can tell that nothing was
+ *   lost in between; otherwise it is not ok.
  *
  * @example
  * class MyStore implements HistoryStore {
@@ -36,18 +49,26 @@ export type ReadResult =
 export interface HistoryStore {
   /** Shown as `history.store` in the health route. */
   readonly kind: string
-  /** Stores `entry` as the scope's next event and returns its place. One atomic step. */
+  /**
+   * Stores `entry` as the scope's next event and returns its place. One atomic step. Rejects
+   * (or throws) when the event could not be stored: the plugin then delivers it live only and
+   * the store must give the scope a new epoch before it reads as `ok` again from a position
+   * taken before that event.
+   */
   append: (scope: string, entry: HistoryEntry) => Promise<Position> | Position
   /**
-   * The events after `since`, oldest first, when every one of them is still stored;
-   * otherwise why not: `gap` (some expired or were evicted), `epoch` (another log).
+   * The events after `since`, oldest first, with `position` the scope's head, when every one of
+   * them is still stored; otherwise why not: `gap` (the same log, but some expired, were
+   * evicted or cannot be read), `epoch` (another log: an unknown or older epoch, or a `since.seq`
+   * ahead of the log). Never a partial list. A stored entry that cannot be decoded makes a read
+   * that needs it a `gap`, not a rejection; reject only when the store cannot be reached.
    */
   read: (scope: string, since: Position) => Promise<ReadResult> | ReadResult
-  /** The scope's current position; a scope with no stored events still has one. */
+  /** The scope's current position; a scope with no stored events still has one (`seq: 0`). */
   position: (scope: string) => Promise<Position> | Position
   /** Whether the store can be used right now (health route). */
   ping?: () => Promise<boolean> | boolean
-  /** Releases timers and connections the store owns. */
+  /** Releases timers, listeners and connections the store owns. */
   close?: () => Promise<void> | void
 }
 

@@ -1,11 +1,22 @@
 import t from 'tap'
+import fastifyRedis from '@fastify/redis'
 import { Redis } from 'ioredis'
-import { RedisHistoryStore } from '../src/index.js'
-import { build, collect, flush, request, tokenFor, waitFor } from './helper.js'
+import { RedisHistoryStore, type ReadResult } from '../src/index.js'
+import { build, collect, flush, request, tokenFor, uniq, waitFor } from './helper.js'
+import { durableRedis } from './history/redis-server.js'
 import { ownRedis, redisOptions } from './redis-helper.js'
 
 const rejections: unknown[] = []
 process.on('unhandledRejection', (reason) => { rejections.push(reason) })
+
+/** Polls `check` until it returns true; false after a generous deadline. */
+async function eventually (check: () => Promise<boolean> | boolean): Promise<boolean> {
+  for (let i = 0; i < 800; i++) {
+    if (await check()) return true
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+  return false
+}
 
 t.test('Redis store: shared gap-free seq across instances, flush gives a new epoch', async (t) => {
   const options = redisOptions(t)
@@ -45,6 +56,87 @@ t.test('plugin on Redis: catch-up across two instances sharing the log', async (
   await waitFor(moved, 'realtime:ready')
   t.same(got.map(([p, m]) => [p, m.seq, m.replayed]), [1, 2, 3, 4, 5].map((i) => [i, i, true]))
   t.match((await b.app.inject('/health/realtime')).json(), { history: { store: 'redis', ok: true }, cluster: { nodes: 2 } })
+})
+
+t.test('several app instances broadcasting to one scope at once keep seq unique and gap-free', async (t) => {
+  const redis = redisOptions(t)
+  const nodes = await Promise.all([0, 1, 2].map(async () => await build(t, { rooms: () => ['team:1'], redis: { ...redis }, history: { max: 500 } })))
+  const { socket, ready } = await nodes[0]!.connected('u1')
+  const live = collect(socket, 'n')
+  const count = 150
+  const metas = await Promise.all(Array.from({ length: count }, async (_, i) => await nodes[i % 3]!.app.broadcast('team:1', 'n', i)))
+  t.ok(metas.every((meta) => meta?.stored === true), 'every broadcast stored')
+  t.same(metas.map((meta) => meta!.seq).sort((a, b) => a! - b!), Array.from({ length: count }, (_, i) => i + 1), 'seq 1…150, once each, across the three nodes')
+  t.equal(new Set(metas.map((meta) => meta!.epoch)).size, 1, 'one epoch')
+  const payloadAt = new Map(metas.map((meta, i) => [meta!.seq, i]))
+
+  t.ok(await eventually(() => live.length === count), 'a client on one node hears every node')
+  t.same(live.map(([, meta]) => meta.seq).sort((a, b) => a - b), [...payloadAt.keys()].sort((a, b) => a! - b!), 'live: each seq once')
+  t.ok(live.every(([payload, meta]) => payloadAt.get(meta.seq) === payload), 'live: each seq carries the payload its broadcast was told')
+
+  const late = nodes[2]!.client({ token: tokenFor('u2'), since: ready.positions })
+  const replayed = collect(late, 'n')
+  await waitFor(late, 'realtime:ready')
+  t.same(replayed.map(([payload, meta]) => [meta.seq, payload]), Array.from({ length: count }, (_, i) => [i + 1, payloadAt.get(i + 1)]), 'catch-up on another node: all of them, in seq order')
+})
+
+t.test('redis: true duplicates the app\'s own client and leaves it open on close', async (t) => {
+  const options = redisOptions(t)
+  const name = uniq('app')
+  const appClient = new Redis({ ...options, connectionName: name })
+  t.teardown(() => { appClient.disconnect() })
+  const { app } = await build(t, { rooms: () => ['team:1'], redis: true }, {
+    // registered after the plugin, with a client @fastify/redis does not own (so never closes)
+    after: async (app) => { await app.register(fastifyRedis, { client: appClient }) }
+  })
+  t.equal(app.redis, appClient)
+  const named = async (): Promise<number> => (await appClient.client('LIST') as string).split('\n').filter((line) => line.includes(` name=${name} `)).length
+  t.equal(await named(), 3, 'the app\'s connection, and two of the plugin\'s own made from it')
+  t.match(await app.broadcast('team:1', 'n', 1), { stored: true, seq: 1 })
+  t.equal(await appClient.exists('rt:m:team:1'), 1, 'the duplicates keep the app client\'s options (its key prefix)')
+
+  await app.close()
+  t.equal(appClient.status, 'ready', 'the app\'s client is still ready after close')
+  t.equal(await appClient.ping(), 'PONG')
+  t.ok(await eventually(async () => await named() === 1), 'the plugin closed its own connections, and only those')
+})
+
+t.test('Redis restarted with its data: unstored broadcasts give their scopes a new generation, on every node, before a client can skip them', async (t) => {
+  const server = await durableRedis(t)
+  const redis = { host: '127.0.0.1', port: server.port, retryStrategy: () => 50 }
+  const a = await build(t, { rooms: () => ['team:1', 'team:2'], redis })
+  const b = await build(t, { rooms: () => ['team:1', 'team:2'], redis: { ...redis } })
+  const { ready } = await a.connected('u1')
+  const fresh = ready.positions['team:1']!
+  t.equal(fresh.seq, 0, 'team:1 has never had a broadcast')
+  const before = await a.app.broadcast('team:2', 'n', 'kept')
+  t.match(before, { stored: true, seq: 1 })
+  const held = { seq: 1, epoch: before!.epoch! }
+
+  await server.kill()
+  t.match(await a.app.broadcast('team:1', 'n', 'lost-1'), { stored: false })
+  t.match(await a.app.broadcast('team:2', 'n', 'lost-2'), { stored: false })
+  await server.start()
+
+  // node B lost nothing and is told nothing; node A drops the logs by itself once its
+  // connection is ready again, without waiting for its next broadcast or read
+  const history = b.app.realtime.history!
+  const readB = async (): Promise<ReadResult | null> => await Promise.resolve(history.read('team:2', held)).catch(() => null)
+  t.ok(await eventually(async () => (await readB())?.ok === false), 'the log team:2 had before the outage is gone, seen from node B')
+  t.same(await readB(), { ok: false, reason: 'epoch' })
+
+  t.match(await b.app.broadcast('team:1', 'n', 'after'), { stored: true, seq: 1 })
+  t.same(await history.read('team:1', fresh), { ok: false, reason: 'epoch' }, 'the seq-0 position from before the outage does not cover the new log')
+
+  const late = b.client({ token: tokenFor('u1'), since: { 'team:1': fresh, 'team:2': held } })
+  const replayed = collect(late, 'n')
+  const resyncs = collect(late, 'realtime:resync')
+  await waitFor(late, 'realtime:ready')
+  t.same(resyncs.map(([message]) => message).sort((x: any, y: any) => x.scope < y.scope ? -1 : 1), [
+    { scope: 'team:1', reason: 'epoch' },
+    { scope: 'team:2', reason: 'epoch' }
+  ], 'a client holding both old positions is told to resync both')
+  t.same(replayed, [], 'and is replayed nothing that would skip the lost broadcasts')
 })
 
 t.test('Redis missing at start fails ready fast', async (t) => {

@@ -3,7 +3,7 @@ import type { ExtendedError } from 'socket.io'
 import type { NormalizedOptions } from './options.js'
 import { EVENT_AUTH, EVENT_AUTH_EXPIRED, ackError, userIdString, type ConnectErrorCode } from './protocol.js'
 import type { RealtimeClaims, RealtimeSocket, RealtimeUser } from './types.js'
-import { MAX_TIMER_MS, reply, withTimeout } from './util.js'
+import { reply, withTimeout } from './util.js'
 
 /** Turns a token into verified claims, or throws the verifier's error. */
 export type VerifyToken = (token: string) => Promise<RealtimeClaims>
@@ -17,17 +17,30 @@ export class ConnectError extends Error implements ExtendedError {
   }
 }
 
-// Names under which clients put tokens in URLs; such a token is refused, it is already in access logs.
-const QUERY_TOKEN_NAMES = ['token', 'access_token', 'accessToken', 'jwt', 'auth', 'authorization', 'bearer']
-const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/
+// Names under which clients put tokens in URLs (compared lower-cased); such a token is refused,
+// it is already in access logs.
+const QUERY_TOKEN_NAMES = new Set(['token', 'access_token', 'accesstoken', 'jwt', 'auth', 'authorization', 'bearer', 'id_token'])
+const JWT_SHAPE = /^(?:bearer\s+)?([A-Za-z0-9_-]{2,})\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/i
 
 type Handshake = RealtimeSocket['handshake']
 
+/** True when `value` is a JWT: three base64url parts, the first a JSON header naming an `alg`. */
+function looksLikeJwt (value: string): boolean {
+  const match = JWT_SHAPE.exec(value)
+  if (match === null) return false
+  try {
+    const header: unknown = JSON.parse(Buffer.from(match[1]!, 'base64url').toString('utf8'))
+    return header !== null && typeof header === 'object' && typeof (header as { alg?: unknown }).alg === 'string'
+  } catch {
+    return false
+  }
+}
+
 function tokenInQuery (handshake: Handshake): boolean {
   for (const [name, value] of Object.entries(handshake.query ?? {})) {
-    if (QUERY_TOKEN_NAMES.includes(name)) return true
+    if (QUERY_TOKEN_NAMES.has(name.toLowerCase())) return true
     const values = Array.isArray(value) ? value : [value]
-    if (values.some((v) => typeof v === 'string' && JWT_SHAPE.test(v))) return true
+    if (values.some((v) => typeof v === 'string' && looksLikeJwt(v))) return true
   }
   return false
 }
@@ -56,15 +69,83 @@ function verifyFailure (err: unknown): ConnectError {
   return new ConnectError('AUTH_INVALID', 'The token is not valid')
 }
 
-interface SocketTimers {
-  expire?: NodeJS.Timeout
-  grace?: NodeJS.Timeout
-}
-
 export interface Authenticated {
   claims: RealtimeClaims
   user: RealtimeUser
   userId: string
+}
+
+/**
+ * Token expiry for every connected socket on one timer: sockets sit in buckets by their `exp`
+ * second, and a one-second tick (running only while some socket is watched) takes the buckets
+ * that are due. A socket costs a Set entry, not a timer of its own.
+ */
+class ExpiryWatch {
+  readonly #buckets = new Map<number, Set<RealtimeSocket>>()
+  readonly #bucketOf = new WeakMap<RealtimeSocket, number>()
+  readonly #onExpired: (socket: RealtimeSocket) => void
+  #timer: NodeJS.Timeout | undefined
+  /** The next second not yet handled. */
+  #cursor = 0
+
+  constructor (onExpired: (socket: RealtimeSocket) => void) {
+    this.#onExpired = onExpired
+  }
+
+  watch (socket: RealtimeSocket, exp: number): void {
+    this.unwatch(socket)
+    const second = Math.floor(exp)
+    const now = Math.floor(Date.now() / 1000)
+    if (second < now) {
+      // already past: due at the next tick, like any other bucket
+      this.#add(socket, now)
+      return
+    }
+    this.#add(socket, second)
+  }
+
+  unwatch (socket: RealtimeSocket): void {
+    const second = this.#bucketOf.get(socket)
+    if (second === undefined) return
+    this.#bucketOf.delete(socket)
+    const bucket = this.#buckets.get(second)
+    if (bucket === undefined) return
+    bucket.delete(socket)
+    if (bucket.size === 0) this.#buckets.delete(second)
+    if (this.#buckets.size === 0) this.stop()
+  }
+
+  stop (): void {
+    clearInterval(this.#timer)
+    this.#timer = undefined
+  }
+
+  #add (socket: RealtimeSocket, second: number): void {
+    let bucket = this.#buckets.get(second)
+    if (bucket === undefined) this.#buckets.set(second, bucket = new Set())
+    bucket.add(socket)
+    this.#bucketOf.set(socket, second)
+    if (this.#timer === undefined) {
+      this.#cursor = Math.min(second, Math.floor(Date.now() / 1000))
+      this.#timer = setInterval(() => this.#tick(), 1000)
+      this.#timer.unref()
+    }
+  }
+
+  #tick (): void {
+    // a token is valid through its exp second: it has expired once the clock is past it
+    const now = Math.floor(Date.now() / 1000)
+    for (; this.#cursor < now; this.#cursor++) {
+      const bucket = this.#buckets.get(this.#cursor)
+      if (bucket === undefined) continue
+      this.#buckets.delete(this.#cursor)
+      for (const socket of bucket) {
+        this.#bucketOf.delete(socket)
+        this.#onExpired(socket)
+      }
+    }
+    if (this.#buckets.size === 0) this.stop()
+  }
 }
 
 /**
@@ -75,12 +156,31 @@ export class Auth {
   readonly #options: NormalizedOptions['auth']
   readonly #verify: VerifyToken
   readonly #log: FastifyBaseLogger
-  readonly #timers = new WeakMap<RealtimeSocket, SocketTimers>()
+  readonly #expiry: ExpiryWatch
+  /** Disconnect timers of sockets told `realtime:auth_expired` (few at a time). */
+  readonly #grace = new Map<RealtimeSocket, NodeJS.Timeout>()
+  /** Shared by every socket (`this` is the socket): no closure per connection. */
+  readonly #onAuth: (this: RealtimeSocket, message: unknown, ack: unknown) => void
+  readonly #onDisconnect: (this: RealtimeSocket) => void
 
   constructor (options: NormalizedOptions['auth'], verify: VerifyToken, log: FastifyBaseLogger) {
     this.#options = options
     this.#verify = verify
     this.#log = log
+    this.#expiry = new ExpiryWatch((socket) => this.#expired(socket))
+    const auth = this
+    this.#onAuth = function onAuth (message, ack) {
+      auth.#refresh(this, message).then(
+        (answer) => reply(ack, answer),
+        (err: unknown) => {
+          auth.#log.error({ err }, 'fastify-realtime: token refresh failed')
+          reply(ack, ackError('UNAVAILABLE', 'The token could not be checked right now'))
+        }
+      )
+    }
+    this.#onDisconnect = function onDisconnect () {
+      auth.#clear(this)
+    }
   }
 
   /** Verifies the handshake and looks the user up; throws a ConnectError to refuse. */
@@ -98,17 +198,17 @@ export class Auth {
 
   /** Starts the expiry watch and answers `realtime:auth` refreshes. */
   attach (socket: RealtimeSocket): void {
-    this.#schedule(socket, socket.data.claims.exp)
-    socket.on(EVENT_AUTH, (message: unknown, ack: unknown) => {
-      this.#refresh(socket, message).then(
-        (answer) => reply(ack, answer),
-        (err: unknown) => {
-          this.#log.error({ err }, 'fastify-realtime: token refresh failed')
-          reply(ack, ackError('UNAVAILABLE', 'The token could not be checked right now'))
-        }
-      )
-    })
-    socket.once('disconnect', () => this.#clear(socket))
+    const exp = socket.data.claims.exp
+    if (typeof exp === 'number') this.#expiry.watch(socket, exp)
+    socket.on(EVENT_AUTH, this.#onAuth)
+    socket.on('disconnect', this.#onDisconnect)
+  }
+
+  /** Stops every timer (the plugin is closing). */
+  close (): void {
+    this.#expiry.stop()
+    for (const timer of this.#grace.values()) clearTimeout(timer)
+    this.#grace.clear()
   }
 
   async #claims (token: string): Promise<RealtimeClaims> {
@@ -158,8 +258,12 @@ export class Auth {
       next = await this.#lookup(claims, socket)
     } catch (err) {
       if (!(err instanceof ConnectError)) throw err
-      const code = err.data.code === 'USER_REJECTED' || err.data.code === 'UNAVAILABLE' ? err.data.code : 'AUTH_INVALID'
-      return ackError(code, err.message)
+      if (err.data.code === 'USER_REJECTED') {
+        // the user may no longer connect: the socket goes now, not when the old token runs out
+        setImmediate(() => socket.disconnect(true))
+        return ackError('USER_REJECTED', err.message)
+      }
+      return ackError(err.data.code === 'UNAVAILABLE' ? 'UNAVAILABLE' : 'AUTH_INVALID', err.message)
     }
     if (next.userId !== socket.data.userId) {
       return ackError('AUTH_INVALID', 'The token is for another user')
@@ -167,33 +271,30 @@ export class Auth {
     if (!socket.connected) return ackError('AUTH_INVALID', 'The socket is closed')
     socket.data.claims = next.claims
     socket.data.user = next.user
-    this.#schedule(socket, next.claims.exp)
+    this.#clearGrace(socket)
+    if (typeof next.claims.exp === 'number') this.#expiry.watch(socket, next.claims.exp)
+    else this.#expiry.unwatch(socket)
     return { ok: true, exp: next.claims.exp ?? null }
   }
 
-  #schedule (socket: RealtimeSocket, exp: number | undefined): void {
-    this.#clear(socket)
-    if (typeof exp !== 'number') return
-    const timers: SocketTimers = {}
-    this.#timers.set(socket, timers)
-    const fire = (): void => {
-      const left = exp * 1000 - Date.now()
-      if (left > 0) {
-        timers.expire = setTimeout(fire, Math.min(left, MAX_TIMER_MS))
-        return
-      }
-      timers.expire = undefined
-      socket.emit(EVENT_AUTH_EXPIRED)
-      timers.grace = setTimeout(() => socket.disconnect(true), this.#options.refreshGraceMs)
-    }
-    timers.expire = setTimeout(fire, Math.min(Math.max(exp * 1000 - Date.now(), 0), MAX_TIMER_MS))
+  #expired (socket: RealtimeSocket): void {
+    if (!socket.connected) return
+    socket.emit(EVENT_AUTH_EXPIRED)
+    this.#grace.set(socket, setTimeout(() => {
+      this.#grace.delete(socket)
+      socket.disconnect(true)
+    }, this.#options.refreshGraceMs))
+  }
+
+  #clearGrace (socket: RealtimeSocket): void {
+    const timer = this.#grace.get(socket)
+    if (timer === undefined) return
+    clearTimeout(timer)
+    this.#grace.delete(socket)
   }
 
   #clear (socket: RealtimeSocket): void {
-    const timers = this.#timers.get(socket)
-    if (timers === undefined) return
-    clearTimeout(timers.expire)
-    clearTimeout(timers.grace)
-    this.#timers.delete(socket)
+    this.#expiry.unwatch(socket)
+    this.#clearGrace(socket)
   }
 }

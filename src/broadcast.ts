@@ -9,8 +9,9 @@ import {
 import { ExpiringMap } from './expiring-map.js'
 import type { HistoryStore } from './history/store.js'
 import type { NormalizedOptions } from './options.js'
-import { RESERVED_PREFIX, SOCKET_IO_RESERVED, isScope, type Position } from './protocol.js'
-import type { BroadcastFn, BroadcastMeta, BroadcastOptions, RealtimeServer } from './types.js'
+import { EVENT_SKIP, RESERVED_PREFIX, SOCKET_IO_RESERVED, isScope, type Position } from './protocol.js'
+import type { BroadcastFn, BroadcastMeta, BroadcastOptions, RealtimeServer, SkipMessage } from './types.js'
+import { isPromiseLike } from './util.js'
 
 export interface BroadcastContext {
   io: RealtimeServer
@@ -33,6 +34,7 @@ function checkEvent (event: unknown): asserts event is string {
 }
 
 function checkOptions (opts: BroadcastOptions): void {
+  if (typeof opts !== 'object') throw new FST_REALTIME_INVALID_BROADCAST_OPTION('(options)', 'must be an object')
   const { by, except, idempotencyKey, volatile } = opts
   if (by !== undefined && typeof by !== 'string' && !(typeof by === 'number' && Number.isFinite(by))) {
     throw new FST_REALTIME_INVALID_BROADCAST_OPTION('by', 'must be a string or a number')
@@ -50,8 +52,10 @@ function checkOptions (opts: BroadcastOptions): void {
 
 const NO_OPTIONS: BroadcastOptions = Object.freeze({})
 
-function isPromiseLike<T> (value: T | PromiseLike<T>): value is PromiseLike<T> {
-  return typeof (value as PromiseLike<T> | null)?.then === 'function'
+/** Tells `target` that `position.seq` of `scope` carries nothing for it. */
+function skip (target: { emit: (event: string, message: SkipMessage) => boolean }, scope: string, position: Position): void {
+  const message: SkipMessage = { scope, seq: position.seq, epoch: position.epoch }
+  target.emit(EVENT_SKIP, message)
 }
 
 /**
@@ -63,7 +67,14 @@ export function createBroadcast (ctx: BroadcastContext): BroadcastFn {
   const ttlMs = ctx.ttl * 1000
   const seen = new ExpiringMap<string, Promise<BroadcastMeta | null>>()
 
-  /** Emits to the scope and returns the meta; `position` is null when the event is not in the log. */
+  /** Whether the last append failed: the warning is logged once per outage, not per broadcast. */
+  let storeFailing = false
+
+  /**
+   * Emits to the scope and returns the meta; `position` is null when the event is not in the
+   * log. A socket left out by `except` is told the seq moved on (`realtime:skip`), so it does
+   * not wait for, or fetch, an event it was meant not to get.
+   */
   function emit (scope: string, event: string, payload: unknown, opts: BroadcastOptions, id: string, at: number, position: Position | null): BroadcastMeta {
     // one literal per shape, no spread: this runs for every broadcast
     const meta = (position === null
@@ -71,14 +82,35 @@ export function createBroadcast (ctx: BroadcastContext): BroadcastFn {
       : { id, scope, seq: position.seq, epoch: position.epoch, at }) as BroadcastMeta
     if (opts.by !== undefined) meta.by = opts.by
     const target = opts.except === undefined ? io.to(scope) : io.to(scope).except(opts.except)
-    target.emit(event, payload, meta)
+    try {
+      target.emit(event, payload, meta)
+    } catch (err) {
+      // the payload cannot be encoded (a BigInt, a cycle): nobody got it, so the seq it took in
+      // the log is skipped for everyone rather than left as a hole
+      if (position !== null) skip(io.to(scope), scope, position)
+      throw new FST_REALTIME_INVALID_PAYLOAD(event, `it cannot be serialised (${(err as Error).message})`)
+    }
+    if (opts.except !== undefined && position !== null) skip(io.to(opts.except), scope, position)
     // encoded by now: `stored` is for the caller, not the wire
     meta.stored = position !== null
     return meta
   }
 
+  function stored (position: Position): Position {
+    if (storeFailing) {
+      storeFailing = false
+      log.info('fastify-realtime: history store reachable again; events are stored')
+    }
+    return position
+  }
+
   function unstored (scope: string, event: string, err: unknown): null {
-    log.warn({ err, scope, event }, 'fastify-realtime: event not stored in history; delivering live only')
+    if (!storeFailing) {
+      storeFailing = true
+      log.warn({ err, scope, event }, 'fastify-realtime: events are not being stored in history; delivering live only until the store is back')
+    } else {
+      log.debug({ err, scope, event }, 'fastify-realtime: event not stored in history')
+    }
     return null
   }
 
@@ -93,21 +125,17 @@ export function createBroadcast (ctx: BroadcastContext): BroadcastFn {
     } catch (err) {
       return Promise.resolve(emit(scope, event, payload, opts, id, at, unstored(scope, event, err)))
     }
-    if (!isPromiseLike(appended)) return Promise.resolve(emit(scope, event, payload, opts, id, at, appended))
+    if (!isPromiseLike(appended)) return Promise.resolve(emit(scope, event, payload, opts, id, at, storeFailing ? stored(appended) : appended))
     return Promise.resolve(appended).then(
-      (position) => emit(scope, event, payload, opts, id, at, position),
+      (position) => emit(scope, event, payload, opts, id, at, stored(position)),
       (err: unknown) => emit(scope, event, payload, opts, id, at, unstored(scope, event, err))
     )
   }
 
-  function broadcast (scope: string, event: string, payload: unknown, opts: BroadcastOptions = NO_OPTIONS): Promise<BroadcastMeta | null> {
+  function send (scope: string, event: string, payload: unknown, opts: BroadcastOptions): Promise<BroadcastMeta | null> {
     if (!isScope(scope)) return Promise.reject(new FST_REALTIME_INVALID_SCOPE(String(scope).slice(0, 200)))
-    try {
-      checkEvent(event)
-      checkOptions(opts)
-    } catch (err) {
-      return Promise.reject(err)
-    }
+    checkEvent(event)
+    checkOptions(opts)
     const validator = events.get(event)
     if (validator !== undefined && !validator.Check(payload)) {
       const [first] = validator.Errors(payload)
@@ -126,7 +154,18 @@ export function createBroadcast (ctx: BroadcastContext): BroadcastFn {
     if (earlier !== undefined) return earlier
     const result = deliver(scope, event, payload, opts)
     seen.set(key, result, now + ttlMs)
+    // a call that failed is not remembered: the same key may be tried again
+    result.catch(() => { seen.delete(key) })
     return result
+  }
+
+  /** Never throws: every failure is a rejection, so a route can always `await` it. */
+  function broadcast (scope: string, event: string, payload: unknown, opts?: BroadcastOptions | null): Promise<BroadcastMeta | null> {
+    try {
+      return send(scope, event, payload, opts ?? NO_OPTIONS)
+    } catch (err) {
+      return Promise.reject(err)
+    }
   }
 
   return broadcast as BroadcastFn

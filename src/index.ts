@@ -16,9 +16,9 @@ import { RedisHistoryStore } from './history/redis.js'
 import type { HistoryStore } from './history/store.js'
 import { normalizeOptions, type NormalizedOptions } from './options.js'
 import { isScope, userIdString } from './protocol.js'
-import { limitRate } from './rate-limit.js'
+import { HandshakeGuard, SendBufferWatch, limitRate } from './limits.js'
 import { closeRedis, connectRedis } from './redis.js'
-import { Rooms } from './rooms.js'
+import { Rooms, type Grant } from './rooms.js'
 import type { FastifyRealtimeOptions, RealtimeApi, RealtimeClaims, RealtimeServer, RealtimeSocket, RealtimeStats } from './types.js'
 
 type AllowRequest = NonNullable<ServerOptions['allowRequest']>
@@ -61,21 +61,27 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
   const state = { open: false, closing: false }
   let auth: Auth | null = null
 
-  // Refuses at the HTTP level, before any Socket.IO work: not ready, closing, or a browser
-  // origin that `io.cors` does not name (CORS headers alone do not stop a WebSocket).
+  // Refuses at the HTTP level, before any Socket.IO work: closing (clients go on reconnecting,
+  // to another node), too many handshakes pending from one address, or a browser origin that
+  // `io.cors` does not name (CORS headers alone do not stop a WebSocket). Before `ready`,
+  // handshakes get through to the middleware, which refuses them with UNAVAILABLE.
   const originOk = allowedOrigins(options.io)
   const userAllowRequest = options.io.allowRequest
+  const handshakes = new HandshakeGuard(options.limits.handshakesPerAddress)
   const allowRequest: AllowRequest = (req: IncomingMessage, callback) => {
     // engine.io's callback takes a reason string where Node callbacks take an error
-    // eslint-disable-next-line n/no-callback-literal
-    if (!state.open) return callback('Server is not accepting connections', false)
+    /* eslint-disable n/no-callback-literal */
+    if (state.closing) return callback('Server is closing', false)
+    if (!handshakes.admits(req.socket.remoteAddress)) return callback('Too many pending handshakes from this address', false)
     const origin = req.headers.origin
-    // eslint-disable-next-line n/no-callback-literal
     if (originOk !== null && origin !== undefined && !originOk(origin)) return callback('Origin not allowed', false)
+    /* eslint-enable n/no-callback-literal */
     if (userAllowRequest !== undefined) return userAllowRequest(req, callback)
     callback(null, true)
   }
   const io: RealtimeServer = new Server(fastify.server, { ...options.io, allowRequest })
+  io.engine.on('connection', (conn: Parameters<HandshakeGuard['opened']>[0]) => handshakes.opened(conn))
+  let sendBuffers: SendBufferWatch | null = null
 
   let store: HistoryStore | null = null
   let ownsStore = true
@@ -100,8 +106,17 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
   }
   const api: RealtimeApi = {
     join: async (userId, scope) => await cluster.join(userIdOf(userId), memberScope(scope)),
-    leave: async (userId, scope) => await cluster.leave(userIdOf(userId), memberScope(scope)),
-    disconnectUser: async (userId) => await cluster.disconnectUser(userIdOf(userId)),
+    leave: async (userId, scope) => {
+      const id = userIdOf(userId)
+      const checked = memberScope(scope)
+      rooms.revoke(id)
+      await cluster.leave(id, checked)
+    },
+    disconnectUser: async (userId) => {
+      const id = userIdOf(userId)
+      rooms.revoke(id, true)
+      await cluster.disconnectUser(id)
+    },
     stats,
     history: store
   }
@@ -130,37 +145,83 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     })
   }
 
-  io.use((socket: RealtimeSocket, next) => {
+  /** Authenticates a handshake on any namespace; on `/` it also asks for the scopes to join. */
+  const granted = new WeakMap<RealtimeSocket, { scopes: string[], grant: Grant }>()
+  const authenticate = (socket: RealtimeSocket, next: (err?: Error) => void): void => {
+    const conn = socket.conn
+    const main = socket.nsp.name === '/'
     if (auth === null || state.closing) {
       next(new ConnectError('UNAVAILABLE', 'The server is not accepting connections right now'))
       return
     }
+    // a second CONNECT for a namespace whose first one is still being checked: a protocol
+    // violation (the official client never does it) that would double the lookups
+    if (!handshakes.begin(conn, socket.nsp.name)) {
+      conn.close(true)
+      // the transport is gone, so nothing is sent; this lets Socket.IO drop the socket
+      next(new ConnectError('UNAVAILABLE', 'A second CONNECT arrived during the handshake'))
+      return
+    }
+    let grant: Grant | undefined
+    let userId: string | undefined
     auth.authenticate(socket)
-      .then(async ({ claims, user, userId }) => {
-        const scopes = await rooms.granted(user, userId)
-        socket.data.claims = claims
-        socket.data.user = user
-        socket.data.userId = userId
-        granted.set(socket, scopes)
-        next()
+      .then(async (authenticated) => {
+        userId = authenticated.userId
+        socket.data.claims = authenticated.claims
+        socket.data.user = authenticated.user
+        socket.data.userId = authenticated.userId
+        if (!main) return
+        grant = rooms.open(userId)
+        granted.set(socket, { scopes: await rooms.granted(authenticated.user, userId, grant), grant })
       })
-      .catch((err: unknown) => {
+      .then(() => {
+        handshakes.end(conn, socket.nsp.name)
+        handshakes.authenticated(conn)
+        next()
+      }, (err: unknown) => {
+        handshakes.end(conn, socket.nsp.name)
+        if (grant !== undefined && userId !== undefined) rooms.settle(userId, grant)
         if (err instanceof ConnectError) return next(err)
         log.error({ err }, 'fastify-realtime: handshake failed')
         next(new ConnectError('UNAVAILABLE', 'The server could not complete the handshake; try again'))
       })
+  }
+  io.use(authenticate)
+  // every namespace is authenticated, including ones the app creates later (and dynamic children)
+  io.on('new_namespace', (namespace) => {
+    namespace.use(authenticate)
+    namespace.on('connection', (socket: RealtimeSocket) => {
+      if (auth === null) return
+      if (options.rateLimit !== false) limitRate(socket, options.rateLimit.max, options.rateLimit.windowMs)
+      auth.attach(socket)
+    })
   })
-  const granted = new WeakMap<RealtimeSocket, string[]>()
   io.on('connection', (socket: RealtimeSocket) => {
-    const scopes = granted.get(socket)
+    const handshake = granted.get(socket)
     granted.delete(socket)
-    if (auth === null || scopes === undefined) {
+    if (auth === null || handshake === undefined) {
+      socket.disconnect(true)
+      return
+    }
+    const { scopes, grant } = handshake
+    const userId = socket.data.userId
+    if (grant.disconnected) {
+      rooms.settle(userId, grant)
       socket.disconnect(true)
       return
     }
     if (options.rateLimit !== false) limitRate(socket, options.rateLimit.max, options.rateLimit.windowMs)
     auth.attach(socket)
-    rooms.attach(socket, scopes).catch((err: unknown) => {
+    // a membership change that landed between the grant and the join: ask again first
+    const fresh = grant.revoked ? rooms.granted(socket.data.user, userId, grant) : scopes
+    const attached = Promise.resolve(fresh).then((current) => {
+      rooms.settle(userId, grant)
+      return rooms.attach(socket, current)
+    }, (err: unknown) => {
+      rooms.settle(userId, grant)
+      throw err
+    })
+    attached.catch((err: unknown) => {
       log.error({ err }, 'fastify-realtime: connection setup failed')
       socket.disconnect(true)
     })
@@ -183,6 +244,7 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
       await cluster.connect(redis, redisSub, { timeoutMs: options.clusterTimeoutMs, ...options.cluster })
     }
     auth = new Auth(options.auth, verify, log)
+    if (options.limits.sendBufferBytes !== false) sendBuffers = new SendBufferWatch(io, options.limits.sendBufferBytes, log)
     state.open = !state.closing
   })
 
@@ -211,6 +273,8 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
   fastify.addHook('onClose', async function closeRealtime () {
     state.open = false
     state.closing = true
+    sendBuffers?.close()
+    auth?.close()
     await io.close()
     await cluster.close()
     if (ownsStore) await store?.close?.()

@@ -56,7 +56,11 @@ const OptionsSchema = Type.Object({
     Type.Literal(false),
     Type.Object({ max: Type.Optional(PositiveInt), windowMs: Type.Optional(PositiveInt) }, Strict)
   ])),
-  limits: Type.Optional(Type.Object({ scopesPerSocket: Type.Optional(PositiveInt) }, Strict)),
+  limits: Type.Optional(Type.Object({
+    scopesPerSocket: Type.Optional(PositiveInt),
+    handshakesPerAddress: Type.Optional(Type.Union([Type.Literal(false), PositiveInt])),
+    sendBufferBytes: Type.Optional(Type.Union([Type.Literal(false), PositiveInt]))
+  }, Strict)),
   clusterTimeoutMs: Type.Optional(PositiveInt),
   cluster: Type.Optional(Type.Object({ heartbeatMs: Type.Optional(PositiveInt), nodeTtlMs: Type.Optional(PositiveInt) }, Strict)),
   events: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Type.Object({}))),
@@ -84,7 +88,7 @@ export interface NormalizedOptions {
   redis: NonNullable<FastifyRealtimeOptions['redis']> | null
   health: false | { path: string }
   rateLimit: false | { max: number, windowMs: number }
-  limits: { scopesPerSocket: number }
+  limits: { scopesPerSocket: number, handshakesPerAddress: number | false, sendBufferBytes: number | false }
   clusterTimeoutMs: number
   cluster: { heartbeatMs: number, nodeTtlMs: number }
   events: Map<string, Validator>
@@ -104,7 +108,7 @@ const noRooms = (): string[] => []
 function checkSecret (secret: unknown): void {
   if (secret === undefined || typeof secret === 'function') return
   if (typeof secret === 'string' || Buffer.isBuffer(secret)) {
-    if (secret.length === 0) fail('auth.secret', 'must not be empty')
+    if (secret.toString().trim().length === 0) fail('auth.secret', 'must not be empty')
     return
   }
   if (secret !== null && typeof secret === 'object') {
@@ -130,15 +134,47 @@ function checkCors (io: Partial<ServerOptions>): void {
   }
 }
 
+/** What a union-typed option accepts, for the message when a value fits none of its forms. */
+const FORMS: Record<string, string> = {
+  history: 'false or { store, ttl, max }',
+  redis: 'true, a Redis URL or ioredis options',
+  health: 'false or { path }',
+  rateLimit: 'false or { max, windowMs }'
+}
+
+interface SchemaError {
+  keyword: string
+  instancePath: string
+  params: unknown
+  message: string
+}
+
+/**
+ * Fails with the most useful of TypeBox's errors: an unknown key first, else the deepest path,
+ * so `rateLimit: { max: 0 }` says `rateLimit.max: must be >= 1` rather than which union branch
+ * it is not.
+ */
+function report (errors: SchemaError[]): never {
+  const dotted = (error: SchemaError): string => error.instancePath.slice(1).replaceAll('/', '.')
+  const unknown = errors.find((e) => e.keyword === 'additionalProperties')
+  if (unknown !== undefined) {
+    const keys = (unknown.params as { additionalProperties?: string[] }).additionalProperties ?? []
+    fail(dotted(unknown) || '(root)', `unknown option ${keys.map((k) => `"${k}"`).join(', ')}`)
+  }
+  const useful = errors.filter((e) => e.keyword !== 'anyOf' && e.keyword !== 'boolean')
+  const depth = (e: SchemaError): number => e.instancePath.split('/').length
+  const deepest = useful.reduce<SchemaError | undefined>((best, e) => best === undefined || depth(e) > depth(best) ? e : best, undefined)
+  if (deepest === undefined) fail('(root)', 'is invalid')
+  const path = dotted(deepest)
+  const forms = FORMS[path]
+  if (forms !== undefined && (deepest.keyword === 'type' || deepest.keyword === 'const')) fail(path, `must be ${forms}`)
+  fail(path || '(root)', deepest.message)
+}
+
 /** Validates `options` once and returns a new, normalised object. Throws FST_REALTIME_INVALID_OPTION. */
 export function normalizeOptions (options: FastifyRealtimeOptions | undefined): NormalizedOptions {
   const opts = options ?? {}
-  if (!checkOptions.Check(opts)) {
-    const [first] = checkOptions.Errors(opts)
-    const path = (first?.instancePath ?? '').slice(1).replaceAll('/', '.') || '(root)'
-    const extra = (first?.params as { additionalProperties?: string[] } | undefined)?.additionalProperties
-    fail(path, extra ? `unknown option ${extra.map((k) => `"${k}"`).join(', ')}` : first?.message ?? 'is invalid')
-  }
+  if (!checkOptions.Check(opts)) report([...checkOptions.Errors(opts)])
 
   const auth = opts.auth ?? {}
   checkSecret(auth.secret)
@@ -164,8 +200,15 @@ export function normalizeOptions (options: FastifyRealtimeOptions | undefined): 
     }
   }
 
-  const io = { ...(opts.io ?? {}) }
+  // unauthenticated transports are dropped after 10 s instead of Socket.IO's 45 s
+  const io: Partial<ServerOptions> = { connectTimeout: 10_000, ...opts.io }
   checkCors(io)
+  if (io.connectionStateRecovery !== undefined) {
+    fail('io.connectionStateRecovery', 'is not supported: it skips authentication on recovery and does not work with the Redis adapter; catch-up with since replaces it')
+  }
+  const cluster = { heartbeatMs: opts.cluster?.heartbeatMs ?? 5000, nodeTtlMs: opts.cluster?.nodeTtlMs ?? 30_000 }
+  if (cluster.heartbeatMs > 10_000) fail('cluster.heartbeatMs', 'must be at most 10000 (cluster figures are at most 10 s old)')
+  if (cluster.heartbeatMs >= cluster.nodeTtlMs) fail('cluster.heartbeatMs', 'must be less than cluster.nodeTtlMs')
 
   return {
     auth: {
@@ -184,9 +227,13 @@ export function normalizeOptions (options: FastifyRealtimeOptions | undefined): 
     rateLimit: opts.rateLimit === false
       ? false
       : { max: opts.rateLimit?.max ?? 100, windowMs: opts.rateLimit?.windowMs ?? 60_000 },
-    limits: { scopesPerSocket: opts.limits?.scopesPerSocket ?? 100 },
+    limits: {
+      scopesPerSocket: opts.limits?.scopesPerSocket ?? 100,
+      handshakesPerAddress: opts.limits?.handshakesPerAddress ?? 256,
+      sendBufferBytes: opts.limits?.sendBufferBytes ?? 8 * 1024 * 1024
+    },
     clusterTimeoutMs: opts.clusterTimeoutMs ?? 5000,
-    cluster: { heartbeatMs: opts.cluster?.heartbeatMs ?? 5000, nodeTtlMs: opts.cluster?.nodeTtlMs ?? 30_000 },
+    cluster,
     events,
     io,
     preClose: opts.preClose ?? null

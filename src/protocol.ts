@@ -6,6 +6,7 @@ export const EVENT_AUTH_EXPIRED = 'realtime:auth_expired'
 export const EVENT_SUBSCRIBE = 'realtime:subscribe'
 export const EVENT_UNSUBSCRIBE = 'realtime:unsubscribe'
 export const EVENT_AUTH = 'realtime:auth'
+export const EVENT_SKIP = 'realtime:skip'
 
 /** Every name in this namespace belongs to the protocol; `broadcast` refuses it. */
 export const RESERVED_PREFIX = 'realtime:'

@@ -13,10 +13,23 @@ import {
   userScope,
   type Position
 } from './protocol.js'
-import type { ReadyMessage, RealtimeSocket, RealtimeUser } from './types.js'
+import type { ReadyMessage, RealtimeServer, RealtimeSocket, RealtimeUser } from './types.js'
 import { reply, withTimeout } from './util.js'
 
 type Options = Pick<NormalizedOptions, 'rooms' | 'canSubscribe' | 'limits'> & { timeoutMs: number }
+
+/**
+ * An authorization in flight for one user (a handshake or a subscribe). A `leave` or
+ * `disconnectUser` that lands while it waits on the app marks it, so its answer is not used:
+ * it may predate the membership change.
+ */
+export interface Grant {
+  revoked: boolean
+  disconnected: boolean
+}
+
+/** How often an authorization is asked again when membership changes keep landing during it. */
+const MAX_ASKS = 5
 
 /**
  * Which scopes a socket is in: the grant at connect, subscribe and unsubscribe, and the catch-up
@@ -28,22 +41,124 @@ export class Rooms {
   readonly #log: FastifyBaseLogger
   /** Subscribes authorized but not yet joined, so parallel ones cannot pass the scope cap together. */
   readonly #pending = new WeakMap<RealtimeSocket, number>()
+  /** Authorizations in flight by user id; an entry lives only while one is. */
+  readonly #grants = new Map<string, Set<Grant>>()
+  /** Shared by every socket (`this` is the socket): no closure per connection. */
+  readonly #onSubscribe: (this: RealtimeSocket, message: unknown, ack: unknown) => void
+  readonly #onUnsubscribe: (this: RealtimeSocket, message: unknown, ack: unknown) => void
+  /** Catch-up failures during a store outage come with every reconnect: warned at most every 10 s. */
+  readonly #warnCatchUp: (details: object, message: string) => void
 
   constructor (options: Options, store: HistoryStore | null, log: FastifyBaseLogger) {
     this.#options = options
     this.#store = store
     this.#log = log
+    const rooms = this
+    this.#onSubscribe = function onSubscribe (message, ack) {
+      rooms.#subscribe(this, message).then((answer) => reply(ack, answer), (err: unknown) => {
+        rooms.#log.error({ err }, 'fastify-realtime: subscribe failed')
+        reply(ack, ackError('UNAVAILABLE', 'The subscription could not be completed right now'))
+      })
+    }
+    this.#onUnsubscribe = function onUnsubscribe (message, ack) {
+      reply(ack, rooms.#unsubscribe(this, message))
+    }
+    let lastWarning = -Infinity
+    this.#warnCatchUp = (details, message) => {
+      const now = Date.now()
+      if (now - lastWarning < 10_000) return log.debug(details, message)
+      lastWarning = now
+      log.warn(details, message)
+    }
   }
 
-  /** The scopes `rooms(user)` grants, cleaned; throws a ConnectError when the app cannot answer. */
-  async granted (user: RealtimeUser, userId: string): Promise<string[]> {
-    let scopes: readonly string[]
-    try {
-      scopes = await this.#ask(user)
-    } catch (err) {
-      this.#log.warn({ err }, 'fastify-realtime: rooms(user) failed at connect')
-      throw new ConnectError('UNAVAILABLE', 'Memberships could not be looked up right now; try again')
+  /** Opens an authorization for `userId`; close it with `settle` once its answer is applied. */
+  open (userId: string): Grant {
+    const grant: Grant = { revoked: false, disconnected: false }
+    let set = this.#grants.get(userId)
+    if (set === undefined) this.#grants.set(userId, set = new Set())
+    set.add(grant)
+    return grant
+  }
+
+  settle (userId: string, grant: Grant): void {
+    const set = this.#grants.get(userId)
+    if (set === undefined) return
+    set.delete(grant)
+    if (set.size === 0) this.#grants.delete(userId)
+  }
+
+  /** A membership of `userId` was removed on this node: answers still in flight are stale. */
+  revoke (userId: string, disconnected = false): void {
+    const set = this.#grants.get(userId)
+    if (set === undefined) return
+    for (const grant of set) {
+      grant.revoked = true
+      if (disconnected) grant.disconnected = true
     }
+  }
+
+  /**
+   * The scopes `rooms(user)` grants, cleaned and capped at `limits.scopesPerSocket`; asked again
+   * when a membership change lands meanwhile. Throws a ConnectError when the app cannot answer.
+   */
+  async granted (user: RealtimeUser, userId: string, grant: Grant): Promise<string[]> {
+    for (let ask = 1; ; ask++) {
+      grant.revoked = false
+      let scopes: readonly string[]
+      try {
+        scopes = await this.#ask(user)
+      } catch (err) {
+        this.#log.warn({ err }, 'fastify-realtime: rooms(user) failed at connect')
+        throw new ConnectError('UNAVAILABLE', 'Memberships could not be looked up right now; try again')
+      }
+      if (grant.disconnected) throw new ConnectError('UNAVAILABLE', 'This user was disconnected; try again')
+      if (!grant.revoked) return this.#clean(scopes, userId)
+      if (ask >= MAX_ASKS) throw new ConnectError('UNAVAILABLE', 'Memberships kept changing; try again')
+    }
+  }
+
+  /** Joins the granted scopes, answers subscribe/unsubscribe, catches up, then says ready. */
+  async attach (socket: RealtimeSocket, scopes: string[]): Promise<void> {
+    socket.on(EVENT_SUBSCRIBE, this.#onSubscribe)
+    socket.on(EVENT_UNSUBSCRIBE, this.#onUnsubscribe)
+
+    socket.join(scopes)
+    const since = sinceMap((socket.handshake.auth as { since?: unknown } | undefined)?.since)
+    const positions: Record<string, Position> = {}
+    await Promise.all(scopes.map(async (scope) => {
+      const { position } = await catchUp(socket, this.#store, scope, since?.[scope], this.#warnCatchUp)
+      if (position !== null) positions[scope] = position
+    }))
+    if (!socket.connected) return
+    const ready: ReadyMessage = { userId: socket.data.userId, scopes, positions }
+    socket.emit(EVENT_READY, ready)
+  }
+
+  /**
+   * Asks again, for every local socket, whether it may stay in each scope it holds, and takes it
+   * out of those it may not: membership changes made while this node could not hear them
+   * (its Redis subscriber was away) are applied late rather than never.
+   */
+  async recheck (io: RealtimeServer): Promise<void> {
+    for (const socket of io.of('/').sockets.values()) {
+      const own = userScope(socket.data.userId)
+      const held = [...socket.rooms].filter((room) => room !== socket.id && room !== own)
+      if (held.length === 0) continue
+      try {
+        const granted = new Set(await this.#ask(socket.data.user))
+        for (const scope of held) {
+          if (granted.has(scope)) continue
+          if (await this.#allowedBeyondRooms(socket.data.user, scope)) continue
+          socket.leave(scope)
+        }
+      } catch (err) {
+        this.#log.warn({ err, userId: socket.data.userId }, 'fastify-realtime: memberships could not be checked again; kept as they are')
+      }
+    }
+  }
+
+  #clean (scopes: readonly string[], userId: string): string[] {
     const own = userScope(userId)
     const result = new Set<string>([own])
     for (const scope of scopes) {
@@ -51,33 +166,13 @@ export class Rooms {
         this.#log.warn({ scope }, 'fastify-realtime: rooms(user) returned a scope that cannot be granted; skipped')
         continue
       }
+      if (!result.has(scope) && result.size >= this.#options.limits.scopesPerSocket) {
+        this.#log.warn({ userId, max: this.#options.limits.scopesPerSocket }, 'fastify-realtime: rooms(user) returned more scopes than limits.scopesPerSocket; the rest are not joined')
+        break
+      }
       result.add(scope)
     }
     return [...result]
-  }
-
-  /** Joins the granted scopes, answers subscribe/unsubscribe, catches up, then says ready. */
-  async attach (socket: RealtimeSocket, scopes: string[]): Promise<void> {
-    socket.on(EVENT_SUBSCRIBE, (message: unknown, ack: unknown) => {
-      this.#subscribe(socket, message).then((answer) => reply(ack, answer), (err: unknown) => {
-        this.#log.error({ err }, 'fastify-realtime: subscribe failed')
-        reply(ack, ackError('UNAVAILABLE', 'The subscription could not be completed right now'))
-      })
-    })
-    socket.on(EVENT_UNSUBSCRIBE, (message: unknown, ack: unknown) => {
-      reply(ack, this.#unsubscribe(socket, message))
-    })
-
-    socket.join(scopes)
-    const since = sinceMap((socket.handshake.auth as { since?: unknown } | undefined)?.since)
-    const positions: Record<string, Position> = {}
-    await Promise.all(scopes.map(async (scope) => {
-      const { position } = await catchUp(socket, this.#store, scope, since?.[scope], this.#log)
-      if (position !== null) positions[scope] = position
-    }))
-    if (!socket.connected) return
-    const ready: ReadyMessage = { userId: socket.data.userId, scopes, positions }
-    socket.emit(EVENT_READY, ready)
   }
 
   async #subscribe (socket: RealtimeSocket, message: unknown): Promise<unknown> {
@@ -87,9 +182,10 @@ export class Rooms {
     if (since !== undefined && !isPosition(since)) {
       return ackError('BAD_REQUEST', 'since must be { seq, epoch }')
     }
-    const own = userScope(socket.data.userId)
+    const userId = socket.data.userId
+    const own = userScope(userId)
     if (scope.startsWith('user:') && scope !== own) {
-      return ackError('FORBIDDEN', 'A user scope belongs to its user')
+      return ackError('INVALID_SCOPE', 'A user scope belongs to its user')
     }
     if (scope !== own) {
       const pending = this.#pending.get(socket) ?? 0
@@ -99,20 +195,23 @@ export class Rooms {
         return ackError('LIMIT', `A socket may hold at most ${this.#options.limits.scopesPerSocket} scopes`)
       }
       this.#pending.set(socket, pending + 1)
-      let allowed: boolean
+      const grant = this.open(userId)
       try {
-        allowed = await this.#authorize(socket.data.user, scope)
+        const allowed = await this.#authorize(socket.data.user, scope, grant)
+        if (!allowed) return ackError('FORBIDDEN', `Not allowed to subscribe to ${scope}`)
+        if (!socket.connected) return ackError('UNAVAILABLE', 'The socket is closed')
+        socket.join(scope)
       } catch (err) {
         this.#log.warn({ err, scope }, 'fastify-realtime: membership lookup failed at subscribe')
         return ackError('UNAVAILABLE', 'Memberships could not be looked up right now; try again')
       } finally {
+        this.settle(userId, grant)
         this.#pending.set(socket, (this.#pending.get(socket) ?? 1) - 1)
       }
-      if (!allowed) return ackError('FORBIDDEN', `Not allowed to subscribe to ${scope}`)
+    } else if (!socket.connected) {
+      return ackError('UNAVAILABLE', 'The socket is closed')
     }
-    if (!socket.connected) return ackError('UNAVAILABLE', 'The socket is closed')
-    socket.join(scope)
-    const { replayed, position } = await catchUp(socket, this.#store, scope, since as Position | undefined, this.#log)
+    const { replayed, position } = await catchUp(socket, this.#store, scope, since as Position | undefined, this.#warnCatchUp)
     return { ok: true, scope, replayed, position }
   }
 
@@ -132,11 +231,21 @@ export class Rooms {
     return scopes
   }
 
-  async #authorize (user: RealtimeUser, scope: string): Promise<boolean> {
-    if ((await this.#ask(user)).includes(scope)) return true
+  async #allowedBeyondRooms (user: RealtimeUser, scope: string): Promise<boolean> {
     const canSubscribe = this.#options.canSubscribe
     if (canSubscribe === null) return false
     return await withTimeout(() => canSubscribe(user, scope), this.#options.timeoutMs, 'canSubscribe') === true
+  }
+
+  /** rooms(user), then canSubscribe; asked again while membership changes land during the asking. */
+  async #authorize (user: RealtimeUser, scope: string, grant: Grant): Promise<boolean> {
+    for (let ask = 1; ; ask++) {
+      grant.revoked = false
+      const allowed = (await this.#ask(user)).includes(scope) || await this.#allowedBeyondRooms(user, scope)
+      if (grant.disconnected) throw new Error('the user was disconnected during the subscribe')
+      if (!grant.revoked) return allowed
+      if (ask >= MAX_ASKS) throw new Error('memberships kept changing during the subscribe')
+    }
   }
 }
 

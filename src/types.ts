@@ -173,8 +173,23 @@ export interface FastifyRealtimeOptions {
   health?: false | { path?: string }
   /** Client-to-server events per socket; `false` turns it off. @default { max: 100, windowMs: 60000 } */
   rateLimit?: false | { max?: number, windowMs?: number }
-  /** @default { scopesPerSocket: 100 } */
-  limits?: { scopesPerSocket?: number }
+  /** Per-socket and per-address limits. */
+  limits?: {
+    /** Scopes one socket may hold (its own `user:` scope included); beyond it a subscribe gets `LIMIT`. @default 100 */
+    scopesPerSocket?: number
+    /**
+     * Transports from one address that are open but not yet authenticated; further handshakes
+     * from it are refused until some finish. `false`: no cap. Behind a proxy every client shares
+     * the proxy's address: raise it or turn it off there. @default 256
+     */
+    handshakesPerAddress?: number | false
+    /**
+     * Bytes waiting to be sent to one client before its transport is closed (it reconnects and
+     * catches up with `since`), so a client that does not read cannot hold memory. `false`: no cap.
+     * @default 8388608 (8 MiB)
+     */
+    sendBufferBytes?: number | false
+  }
   /** How long cluster-wide `join`/`leave`/`disconnectUser` wait for every node. @default 5000 */
   clusterTimeoutMs?: number
   /** Heartbeats behind the cluster figures: how often each node writes its count, and when a silent node drops out. @default { heartbeatMs: 5000, nodeTtlMs: 30000 } */
@@ -192,6 +207,16 @@ export interface ReadyMessage {
   userId: string
   scopes: string[]
   positions: Record<string, Position>
+}
+
+/**
+ * Sent as `realtime:skip`: `seq` of `scope` carries nothing for this socket (it was left out
+ * with `except`, or the event could not be encoded). The position moves on; nothing is missed.
+ */
+export interface SkipMessage {
+  scope: string
+  seq: number
+  epoch: string
 }
 
 /** Sent as `realtime:resync`. */

@@ -187,6 +187,136 @@ t.test('cross-origin handshakes refused when io.cors names origins', async (t) =
   await t.rejects(async () => { await wildcard.register(realtime, { auth: { secret: SECRET }, io: { cors: { origin: '*', credentials: true } } }) }, { code: 'FST_REALTIME_INVALID_OPTION' })
 })
 
+t.test('query-string check: names in any case and real JWTs refused, other values accepted', async (t) => {
+  const { client } = await build(t)
+  const token = tokenFor('u1')
+  t.equal((await refusal(client({ token }, { query: { Authorization: `Bearer ${token}` } }))).data?.code, 'AUTH_INVALID', 'Authorization in the query')
+  t.equal((await refusal(client({ token }, { query: { Access_Token: 'opaque' } }))).data?.code, 'AUTH_INVALID', 'a token name in another case')
+  t.equal((await refusal(client({ token }, { query: { x: `bearer ${token}` } }))).data?.code, 'AUTH_INVALID', 'a JWT behind "bearer "')
+  const version = client({ token }, { query: { v: '1.2.3', host: 'app.example.com' } })
+  await waitFor(version, 'realtime:ready')
+  t.pass('dotted values that are not JWTs (versions, host names) are fine')
+})
+
+t.test('a refused query-string token is never logged', async (t) => {
+  const lines: string[] = []
+  const stream = { write: (line: string) => { lines.push(line) } }
+  const { client } = await build(t, {}, { fastify: { logger: { level: 'trace', stream } } })
+  const token = tokenFor('u1')
+  t.equal((await refusal(client({ token }, { query: { token } }))).data?.code, 'AUTH_INVALID')
+  t.ok(lines.length > 0, 'the logger was in use')
+  t.notOk(lines.some((line) => line.includes(token.split('.')[2]!)), 'no log line carries the token')
+})
+
+t.test('wrong audience, and AUTH_EXPIRED through the app\'s own @fastify/jwt', async (t) => {
+  const aud = await build(t, { auth: { verify: { allowedAud: 'dashboard' } } })
+  t.equal((await refusal(aud.client({ token: sign({ sub: 'u1', aud: 'billing' }) }))).data?.code, 'AUTH_INVALID', 'wrong aud')
+  await waitFor(aud.client({ token: sign({ sub: 'u1', aud: 'dashboard' }) }), 'realtime:ready')
+
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(fastifyJwt, { secret: 'the-app-own-secret-0123456789abcdef' })
+  await app.register(realtime, {})
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { io } = await import('socket.io-client')
+  const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+  const past = Math.floor(Date.now() / 1000) - 60
+  const expired = io(url, { transports: ['websocket'], reconnection: false, auth: { token: app.jwt.sign({ sub: 'u1', iat: past - 60, exp: past }) } })
+  t.teardown(() => { expired.disconnect() })
+  t.equal((await refusal(expired)).data?.code, 'AUTH_EXPIRED')
+})
+
+t.test('rooms() failing or hanging at connect refuses with UNAVAILABLE', async (t) => {
+  const { client } = await build(t, {
+    auth: { timeoutMs: 200 },
+    rooms: (user) => user.id === 'hang' ? new Promise<string[]>(() => {}) : Promise.reject(new Error('db down'))
+  })
+  t.equal((await refusal(client({ token: tokenFor('hang') }))).data?.code, 'UNAVAILABLE', 'hangs')
+  t.equal((await refusal(client({ token: tokenFor('fail') }))).data?.code, 'UNAVAILABLE', 'throws')
+})
+
+t.test('realtime:auth: lookup failing, hanging or refusing; never rate limited', async (t) => {
+  let mode: 'ok' | 'throw' | 'hang' | 'reject' = 'ok'
+  const { client } = await build(t, {
+    auth: {
+      timeoutMs: 200,
+      user: (claims) => {
+        if (mode === 'throw') throw new Error('db down')
+        if (mode === 'hang') return new Promise(() => {})
+        if (mode === 'reject') return null
+        return { id: String(claims.sub) }
+      }
+    },
+    rateLimit: { max: 2, windowMs: 60_000 }
+  })
+  const socket = client({ token: tokenFor('u1') })
+  await waitFor(socket, 'realtime:ready')
+  for (let i = 0; i < 3; i++) await request(socket, 'realtime:unsubscribe', { scope: 'team:1' })
+  t.match(await request(socket, 'realtime:unsubscribe', { scope: 'team:1' }), { ok: false, error: { code: 'RATE_LIMITED' } }, 'the socket is over its cap')
+  t.match(await request(socket, 'realtime:auth', { token: tokenFor('u1') }), { ok: true }, 'a refresh still goes through')
+  mode = 'throw'
+  t.match(await request(socket, 'realtime:auth', { token: tokenFor('u1') }), { ok: false, error: { code: 'UNAVAILABLE' } })
+  mode = 'hang'
+  t.match(await request(socket, 'realtime:auth', { token: tokenFor('u1') }), { ok: false, error: { code: 'UNAVAILABLE' } })
+  t.ok(socket.connected, 'a lookup that failed leaves the socket as it was')
+  mode = 'reject'
+  const gone = waitFor<[string]>(socket, 'disconnect')
+  t.match(await request(socket, 'realtime:auth', { token: tokenFor('u1') }), { ok: false, error: { code: 'USER_REJECTED' } })
+  t.equal((await gone)[0], 'io server disconnect', 'a user the lookup now refuses is disconnected at once')
+})
+
+t.test('before ready a handshake is refused with UNAVAILABLE', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  let release!: () => void
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  await app.register(realtime, { auth: { secret: SECRET } })
+  // a later plugin that holds ready back while the server already listens
+  app.register(async () => { await gate })
+  const { io } = await import('socket.io-client')
+  await new Promise<void>((resolve) => app.server.listen(0, '127.0.0.1', resolve))
+  const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+  const early = io(url, { transports: ['websocket'], reconnection: false, auth: { token: tokenFor('u1') } })
+  t.teardown(() => { early.disconnect() })
+  t.equal((await refusal(early)).data?.code, 'UNAVAILABLE')
+  release()
+  await app.ready()
+  const later = io(url, { transports: ['websocket'], reconnection: false, auth: { token: tokenFor('u1') } })
+  t.teardown(() => { later.disconnect() })
+  await waitFor(later, 'realtime:ready')
+})
+
+t.test('option errors name the failing path, also inside union options', async (t) => {
+  const cases: Array<[Record<string, unknown>, RegExp]> = [
+    [{ rateLimit: { max: 0 } }, /rateLimit\.max: must be >= 1/],
+    [{ health: { path: 'x' } }, /health\.path/],
+    [{ history: { ttl: -1 } }, /history\.ttl: must be >= 1/],
+    [{ redis: 42 }, /redis: must be true, a Redis URL or ioredis options/],
+    [{ limits: { scopesPerSocket: 0 } }, /limits\.scopesPerSocket/],
+    [{ limits: { nope: 1 } }, /limits: unknown option "nope"/],
+    [{ auth: { secret: '   ' } }, /auth\.secret: must not be empty/],
+    [{ io: { connectionStateRecovery: {} } }, /io\.connectionStateRecovery/],
+    [{ cluster: { heartbeatMs: 20_000, nodeTtlMs: 60_000 } }, /cluster\.heartbeatMs/],
+    [{ cluster: { heartbeatMs: 5000, nodeTtlMs: 5000 } }, /cluster\.heartbeatMs/]
+  ]
+  for (const [opts, message] of cases) {
+    const app = Fastify()
+    t.teardown(() => app.close())
+    await t.rejects(async () => { await app.register(realtime, { auth: { secret: SECRET }, ...opts } as never) },
+      { code: 'FST_REALTIME_INVALID_OPTION', message }, JSON.stringify(opts))
+  }
+})
+
+t.test('plugin options never reach new Server(); connectTimeout defaults to 10 s', async (t) => {
+  const { app } = await build(t, { rooms: () => [], limits: { scopesPerSocket: 5 }, io: { pingInterval: 12_345 } })
+  const opts = (app.io as unknown as { _opts: Record<string, unknown> })._opts
+  for (const key of ['auth', 'rooms', 'history', 'limits', 'rateLimit', 'health', 'events', 'preClose', 'redis', 'cluster']) {
+    t.notOk(key in opts, `${key} not passed to Socket.IO`)
+  }
+  t.equal(opts.pingInterval, 12_345, 'io options are')
+  t.equal(opts.connectTimeout, 10_000)
+})
+
 t.test('no unhandled rejections', async (t) => {
   t.same(rejections, [])
 })

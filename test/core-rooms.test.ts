@@ -7,8 +7,9 @@ import { SECRET, build, collect, flush, refusal, request, tokenFor, waitFor } fr
 const rejections: unknown[] = []
 process.on('unhandledRejection', (reason) => { rejections.push(reason) })
 
-function serverRooms (app: { io: { of: (n: string) => { sockets: Map<string, { rooms: Set<string> }> } } }): string[][] {
-  return [...app.io.of('/').sockets.values()].map((s) => [...s.rooms].filter((r) => r.includes(':')).sort())
+/** Every room of every socket on the server, its own id room included, so a room joined wrongly shows. */
+function serverRooms (app: { io: { of: (n: string) => { sockets: Map<string, { id: string, rooms: Set<string> }> } } }): string[][] {
+  return [...app.io.of('/').sockets.values()].map((s) => [...s.rooms].map((r) => r === s.id ? '<own id>' : r).sort())
 }
 
 t.test('connect joins user scope and granted rooms, skipping what cannot be granted', async (t) => {
@@ -17,7 +18,7 @@ t.test('connect joins user scope and granted rooms, skipping what cannot be gran
   })
   const { ready } = await connected('u1')
   t.same(ready.scopes.sort(), ['team:1', 'team:2', 'user:u1'])
-  t.same(serverRooms(app), [['team:1', 'team:2', 'user:u1']])
+  t.same(serverRooms(app), [['<own id>', 'team:1', 'team:2', 'user:u1']], 'exactly its own id room, its user scope and the granted scopes')
   t.equal((await refusal(client({ token: tokenFor('boom') }))).data?.code, 'UNAVAILABLE')
 })
 
@@ -40,7 +41,7 @@ t.test('subscribe outcomes', async (t) => {
   for (const message of bad) {
     t.match(await request(socket, 'realtime:subscribe', message), { ok: false, error: { code: 'INVALID_SCOPE' } }, JSON.stringify(message)?.slice(0, 40))
   }
-  t.match(await request(socket, 'realtime:subscribe', { scope: 'user:u2' }), { ok: false, error: { code: 'FORBIDDEN' } })
+  t.match(await request(socket, 'realtime:subscribe', { scope: 'user:u2' }), { ok: false, error: { code: 'INVALID_SCOPE' } }, 'another user\'s scope')
   t.same(serverRooms(app), before, 'refused subscribes joined nothing')
 
   const { socket: admin } = await connected('admin')
@@ -202,6 +203,133 @@ t.test('oversized frame closes only that socket', async (t) => {
   t.equal((await gone)[0], 'transport close')
   t.match(await request(fine.socket, 'realtime:subscribe', { scope: 'team:1' }), { ok: true })
   t.equal((await app.realtime.stats()).node.connections, 1)
+})
+
+t.test('except: the socket left out is told its seq moved on, nothing else', async (t) => {
+  const { app, connected } = await build(t, { rooms: () => ['team:1'] })
+  const one = await connected('u1')
+  const two = await connected('u2')
+  const oneSees: Array<[string, unknown]> = []
+  one.socket.onAny((event: string, payload: unknown) => { oneSees.push([event, payload]) })
+  const twoSees = collect(two.socket, 'realtime:skip')
+  const meta = await app.broadcast('team:1', 'task:moved', { id: 1 }, { except: one.socket.id })
+  await flush(one.socket)
+  await flush(two.socket)
+  t.same(oneSees, [['realtime:skip', { scope: 'team:1', seq: meta!.seq, epoch: meta!.epoch }]])
+  t.same(twoSees, [], 'the others get the event itself, no skip')
+  const volatile = collect(one.socket, 'realtime:skip')
+  await app.broadcast('team:1', 'typing', 1, { except: one.socket.id, volatile: true })
+  await flush(one.socket)
+  t.same(volatile, [], 'no skip for an event outside the log')
+})
+
+t.test('a payload that cannot be encoded rejects with FST_REALTIME_INVALID_PAYLOAD; its seq is skipped, never a hole', async (t) => {
+  const { app, connected, client } = await build(t, { rooms: () => ['team:1'] })
+  const { socket, ready } = await connected('u1')
+  const skips = collect(socket, 'realtime:skip')
+  const cyclic: Record<string, unknown> = {}
+  cyclic.self = cyclic
+  await t.rejects(app.broadcast('team:1', 'x', { n: 10n }), { code: 'FST_REALTIME_INVALID_PAYLOAD', message: /serialised/ })
+  await t.rejects(app.broadcast('team:1', 'x', cyclic), { code: 'FST_REALTIME_INVALID_PAYLOAD' })
+  const after = await app.broadcast('team:1', 'x', 'fine')
+  await flush(socket)
+  t.same(skips.map(([m]) => (m as { seq: number }).seq), [1, 2], 'live clients are told seq 1 and 2 carry nothing')
+  t.equal(after!.seq, 3)
+  // a client catching up from before them gets the same story: skips, then the event
+  const later = client({ token: tokenFor('u1'), since: ready.positions })
+  const seen: Array<[string, unknown]> = []
+  later.onAny((event: string, payload: unknown) => { if (event !== 'realtime:ready') seen.push([event, payload]) })
+  await waitFor(later, 'realtime:ready')
+  t.same(seen.map(([event]) => event), ['realtime:skip', 'realtime:skip', 'x'])
+})
+
+t.test('broadcast never throws synchronously: null options, bad types, all as rejections', async (t) => {
+  const { app } = await build(t, { rooms: () => ['team:1'] })
+  t.match(await app.broadcast('team:1', 'x', 1, null as never), { seq: 1 }, 'null options are no options')
+  const attempts: Array<() => Promise<unknown>> = [
+    () => app.broadcast(42 as never, 'x', 1),
+    () => app.broadcast('team:1', 42 as never, 1 as never),
+    () => app.broadcast('team:1', 'x', 1, { except: 5 } as never),
+    () => app.broadcast('team:1', 'x', 1, 'nope' as never)
+  ]
+  for (const attempt of attempts) {
+    let result: Promise<unknown> | undefined
+    t.doesNotThrow(() => { result = attempt() })
+    await t.rejects(result!, { code: /^FST_REALTIME_/ })
+  }
+})
+
+t.test('rooms(user) at connect is capped at limits.scopesPerSocket', async (t) => {
+  const many = Array.from({ length: 10 }, (_, i) => `team:${i}`)
+  const { connected } = await build(t, { rooms: () => many, limits: { scopesPerSocket: 4 } })
+  const { ready } = await connected('u1')
+  t.same(ready.scopes, ['user:u1', 'team:0', 'team:1', 'team:2'])
+})
+
+t.test('a leave() that lands while a subscribe waits on rooms() is not lost', async (t) => {
+  const members = new Set(['u1'])
+  let hold: Promise<void> | null = null
+  let entered!: () => void
+  const { app, connected } = await build(t, {
+    rooms: async (user) => {
+      const answer = members.has(String(user.id)) ? ['team:1'] : []
+      if (hold !== null) {
+        entered()
+        await hold
+      }
+      return answer
+    }
+  })
+  const { socket } = await connected('u1')
+  let release!: () => void
+  hold = new Promise((resolve) => { release = resolve })
+  const asked = new Promise<void>((resolve) => { entered = resolve })
+  const ack = request(socket, 'realtime:unsubscribe', { scope: 'team:1' }).then(() => request(socket, 'realtime:subscribe', { scope: 'team:1' }))
+  await asked
+  // the lookup has answered "member" and waits; meanwhile the member is removed
+  members.delete('u1')
+  await app.realtime.leave('u1', 'team:1')
+  hold = null
+  release()
+  t.match(await ack, { ok: false, error: { code: 'FORBIDDEN' } }, 'the answer given before the leave is not used')
+  const got = collect(socket, 'after')
+  await app.broadcast('team:1', 'after', 1)
+  await flush(socket)
+  t.same(got, [], 'not in the scope')
+})
+
+t.test('a leave() or disconnectUser() that lands during the handshake is not lost', async (t) => {
+  const members = new Set(['u1', 'u2'])
+  let hold: Promise<void> | null = null
+  let entered!: () => void
+  const { app, client } = await build(t, {
+    rooms: async (user) => {
+      const answer = members.has(String(user.id)) ? ['team:1'] : []
+      if (hold !== null) {
+        entered()
+        await hold
+      }
+      return answer
+    }
+  })
+  for (const [userId, change] of [['u1', 'leave'], ['u2', 'disconnect']] as const) {
+    let release!: () => void
+    hold = new Promise((resolve) => { release = resolve })
+    const asked = new Promise<void>((resolve) => { entered = resolve })
+    const socket = client({ token: tokenFor(userId) })
+    const outcome = new Promise<unknown>((resolve) => {
+      socket.once('realtime:ready', (ready: { scopes: string[] }) => resolve(ready.scopes))
+      socket.once('connect_error', (err: Error & { data?: { code?: string } }) => resolve(err.data?.code))
+    })
+    await asked
+    members.delete(userId)
+    if (change === 'leave') await app.realtime.leave(userId, 'team:1')
+    else await app.realtime.disconnectUser(userId)
+    hold = null
+    release()
+    if (change === 'leave') t.same(await outcome, [`user:${userId}`], 'asked again: joined without the scope it lost')
+    else t.equal(await outcome, 'UNAVAILABLE', 'a user disconnected during the handshake is refused (retry decides again)')
+  }
 })
 
 t.test('no unhandled rejections', async (t) => {

@@ -1,0 +1,140 @@
+import type { FastifyBaseLogger } from 'fastify'
+import { EVENT_AUTH, ackError } from './protocol.js'
+import type { RealtimeServer, RealtimeSocket } from './types.js'
+import { reply } from './util.js'
+
+/**
+ * Caps client-to-server events per socket in fixed windows. An event over the cap is dropped
+ * and, when it carries an ack, answered with RATE_LIMITED. `realtime:auth` is never capped: a
+ * client over its cap must still be able to refresh its token.
+ */
+export function limitRate (socket: RealtimeSocket, max: number, windowMs: number): void {
+  let count = 0
+  let windowEnds = 0
+  socket.use((packet, next) => {
+    if (packet[0] === EVENT_AUTH) {
+      next()
+      return
+    }
+    const now = Date.now()
+    if (now >= windowEnds) {
+      count = 0
+      windowEnds = now + windowMs
+    }
+    if (++count <= max) {
+      next()
+      return
+    }
+    const retryIn = Math.ceil((windowEnds - now) / 1000)
+    reply(packet[packet.length - 1], ackError('RATE_LIMITED', `Too many events; try again in ${retryIn} s`))
+  })
+}
+
+/** The part of an engine.io connection these limits read. */
+interface EngineConnection {
+  remoteAddress: string
+  writeBuffer: Array<{ data?: unknown }>
+  transport?: { socket?: { bufferedAmount?: unknown } }
+  once: (event: 'close', listener: () => void) => void
+  close: (discard?: boolean) => void
+}
+
+/**
+ * Transports per client address that are open but not yet authenticated. A flood of idle or
+ * slow handshakes from one address is refused at the HTTP level once `max` are pending; each
+ * one is released when a namespace handshake on it succeeds or the transport closes (Socket.IO
+ * closes one that has not connected a namespace within `connectTimeout`). A refused CONNECT
+ * keeps its place.
+ */
+export class HandshakeGuard {
+  readonly #max: number | false
+  readonly #pending = new Map<string, number>()
+  readonly #open = new WeakSet<object>()
+  /** Transports with a namespace handshake running, by namespace: a second CONNECT meanwhile is refused. */
+  readonly #running = new WeakMap<object, Set<string>>()
+
+  constructor (max: number | false) {
+    this.#max = max
+  }
+
+  /** False when `address` is at its cap (for `allowRequest`). */
+  admits (address: string | undefined): boolean {
+    return this.#max === false || address === undefined || (this.#pending.get(address) ?? 0) < this.#max
+  }
+
+  /** Counts a new transport (engine.io `connection`). */
+  opened (conn: EngineConnection): void {
+    if (this.#max === false) return
+    const address = conn.remoteAddress
+    this.#pending.set(address, (this.#pending.get(address) ?? 0) + 1)
+    this.#open.add(conn)
+    conn.once('close', () => this.authenticated(conn))
+  }
+
+  /** Releases the transport's place; later calls for it do nothing. */
+  authenticated (conn: { remoteAddress: string }): void {
+    if (!this.#open.has(conn)) return
+    this.#open.delete(conn)
+    const address = conn.remoteAddress
+    const left = (this.#pending.get(address) ?? 1) - 1
+    if (left <= 0) this.#pending.delete(address)
+    else this.#pending.set(address, left)
+  }
+
+  /** Marks a namespace handshake as running on `conn`; false when one already is. */
+  begin (conn: object, namespace: string): boolean {
+    let running = this.#running.get(conn)
+    if (running === undefined) this.#running.set(conn, running = new Set())
+    if (running.has(namespace)) return false
+    running.add(namespace)
+    return true
+  }
+
+  end (conn: object, namespace: string): void {
+    const running = this.#running.get(conn)
+    if (running === undefined) return
+    running.delete(namespace)
+    if (running.size === 0) this.#running.delete(conn)
+  }
+}
+
+function byteLength (data: unknown): number {
+  if (typeof data === 'string') return data.length
+  if (data instanceof ArrayBuffer) return data.byteLength
+  if (ArrayBuffer.isView(data)) return data.byteLength
+  return 0
+}
+
+/**
+ * Closes the transport of a client that does not read what it is sent (a slow consumer), once
+ * more than `maxBytes` wait for it, so its buffer cannot grow without bound and fan-out to the
+ * others is not held back. The client sees a transport close and reconnects with `since`,
+ * catching up from the log. One timer for the whole server, checking every second.
+ */
+export class SendBufferWatch {
+  readonly #timer: NodeJS.Timeout
+
+  constructor (io: RealtimeServer, maxBytes: number, log: FastifyBaseLogger) {
+    this.#timer = setInterval(() => {
+      const { clients } = io.engine as unknown as { clients: Record<string, EngineConnection> }
+      for (const id in clients) {
+        const conn = clients[id]!
+        const ws = conn.transport?.socket?.bufferedAmount
+        let queued = typeof ws === 'number' ? ws : 0
+        for (const packet of conn.writeBuffer) {
+          queued += byteLength(packet.data)
+          if (queued > maxBytes) break
+        }
+        if (queued <= maxBytes) continue
+        log.warn({ address: conn.remoteAddress, queued, maxBytes }, 'fastify-realtime: closing the transport of a client that does not keep up')
+        // discard: a plain close would wait for a drain that never comes
+        conn.close(true)
+      }
+    }, 1000)
+    this.#timer.unref()
+  }
+
+  close (): void {
+    clearInterval(this.#timer)
+  }
+}

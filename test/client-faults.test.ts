@@ -1,0 +1,203 @@
+// fastify-realtime/client under faults: handlers that throw, re-subscribes the server refuses or
+// does not answer, getToken failing at the handshake and at refresh, tokens running out.
+import t from 'tap'
+import { build, sign, tokenFor } from './helper.js'
+import { Gate, dropTransport, incoming, open, ready, roomsOf, roundTrip, serverSocket, subscribes, until } from './client-helper.js'
+
+const rooms = () => ['team:1']
+
+t.test('a handler that throws skips neither the other handlers nor later events, and is reported', async (t) => {
+  const { app, url } = await build(t, { rooms })
+  const { client, events, errors } = open(t, url, { token: tokenFor('alice') })
+  const second: number[] = []
+  client.on('tick', (payload: any) => { if (payload.i === 1) throw new Error('boom') })
+  client.on('tick', async (payload: any) => { if (payload.i === 2) throw new Error('async boom') })
+  client.on('tick', (payload: any) => { second.push(payload.i) })
+  let thrown = 0
+  client.onError(() => {
+    thrown++
+    throw new Error('the error handler fails too')
+  })
+  const alsoSeen: string[] = []
+  client.onError((err) => { alsoSeen.push(err.code) })
+  client.onState(() => { throw new Error('state handler fails') })
+  await ready(client)
+
+  for (let i = 1; i <= 3; i++) await app.broadcast('team:1', 'tick', { i })
+  await until(() => second.length === 3 && errors.length === 3, 'all three events')
+  t.same(second, [1, 2, 3], 'the handler after the throwing one ran for every event')
+  t.same(events.map((e) => e.payload.i), [1, 2, 3])
+  t.same(errors.map((e) => e.code), ['HANDLER_FAILED', 'HANDLER_FAILED', 'HANDLER_FAILED'])
+  t.match(errors.map((e) => e.message), [/onState/, /boom/, /async boom/])
+  t.match(errors[1], { scope: 'team:1', cause: { message: 'boom' } })
+  t.equal(thrown, 3, 'an onError handler that throws is not called again for its own throw')
+  t.same(alsoSeen, errors.map((e) => e.code), 'the next onError handler still runs')
+  t.same(client.positions['team:1']?.seq, 3)
+})
+
+t.test('a restored subscription the server cannot answer yet is retried until it is back', async (t) => {
+  const never = new Gate()
+  t.teardown(() => never.open())
+  // canSubscribe answers each call as scripted: the first subscribe works, then after the
+  // reconnect one call hangs (the client times out), two fail (UNAVAILABLE), the next works
+  const script = ['ok', 'hang', 'fail', 'fail']
+  const { app, url } = await build(t, {
+    rooms,
+    canSubscribe: async (_user, scope) => {
+      const step = script.shift() ?? 'ok'
+      if (step === 'hang') await never.pass()
+      if (step === 'fail') throw new Error('membership service down')
+      return scope.startsWith('extra:')
+    },
+    auth: { timeoutMs: 60_000 }
+  })
+  const log = incoming(app)
+  // the scope has a log already, so no first-event fetch (a new epoch) takes a scripted answer
+  await app.broadcast('extra:1', 'tick', { i: 0 })
+  const { client, events, errors } = open(t, url, { token: tokenFor('alice'), timeoutMs: 300 })
+  await ready(client)
+  await client.subscribe('extra:1')
+  await app.broadcast('extra:1', 'tick', { i: 1 })
+  await until(() => events.length === 1, 'first event')
+
+  dropTransport(app, client)
+  await until(() => client.state === 'connected' && roomsOf(app, client).has('extra:1'), 'restored')
+  t.same(client.subscriptions, ['extra:1'], 'never dropped')
+  t.match(errors.map((e) => e.code), ['TIMEOUT', 'UNAVAILABLE', 'UNAVAILABLE'], 'each failed attempt reported')
+  t.equal(errors.length, 3)
+  t.ok(errors.every((e) => e.scope === 'extra:1'))
+  const attempts = subscribes(log, 'extra:1').slice(1)
+  t.equal(attempts.length, 4, 'retried until accepted')
+  t.ok(attempts.every((e) => e.data.since?.seq === 2), 'each attempt with since')
+  await app.broadcast('extra:1', 'tick', { i: 2 })
+  await until(() => events.length === 2, 'live again')
+  t.same(events.map((e) => e.payload.i), [1, 2])
+})
+
+t.test('a restored subscription the server refuses is dropped, and the app is told', async (t) => {
+  let allowed = true
+  const { app, url } = await build(t, { rooms, canSubscribe: (_user, scope) => allowed && scope === 'extra:1' })
+  const { client, events, errors, resyncs } = open(t, url, { token: tokenFor('alice') })
+  await ready(client)
+  await client.subscribe('extra:1')
+  await app.broadcast('extra:1', 'tick', { i: 1 })
+  await until(() => events.length === 1, 'first event')
+
+  allowed = false // removed from the scope while offline
+  dropTransport(app, client)
+  await until(() => errors.length === 1, 'the refusal reported')
+  t.match(errors[0], { code: 'FORBIDDEN', scope: 'extra:1' })
+  t.same(resyncs, [{ scope: 'extra:1', reason: 'forbidden' }])
+  t.same(client.subscriptions, [])
+  t.notOk('extra:1' in client.positions, 'its position is forgotten')
+  await ready(client)
+  t.same(Object.keys(client.positions).sort(), ['team:1', 'user:alice'])
+})
+
+t.test('getToken failing at the handshake is reported and tried again', async (t) => {
+  const { url } = await build(t, { rooms })
+  let calls = 0
+  const { client, errors } = open(t, url, {
+    getToken: async () => {
+      if (++calls <= 2) throw new Error('auth server down')
+      return tokenFor('alice')
+    }
+  })
+  await ready(client)
+  t.equal(calls, 3)
+  t.match(errors, [{ code: 'TOKEN_FAILED', message: /auth server down/ }, { code: 'TOKEN_FAILED' }])
+  t.equal(errors.length, 2, 'the refusal that follows a failed getToken is not reported again')
+})
+
+t.test('AUTH_EXPIRED at the handshake with getToken: a new token is asked for', async (t) => {
+  const { url } = await build(t, { rooms })
+  let calls = 0
+  const { client, errors } = open(t, url, {
+    getToken: () => ++calls === 1 ? sign({ sub: 'alice' }, -10) : tokenFor('alice')
+  })
+  await ready(client)
+  t.equal(calls, 2)
+  t.match(errors, [{ code: 'AUTH_EXPIRED' }])
+})
+
+t.test('realtime:auth_expired: the client refreshes the token and keeps its socket', async (t) => {
+  const { app, url } = await build(t, { rooms, auth: { refreshGraceMs: 60_000 } })
+  const log = incoming(app)
+  let calls = 0
+  const { client, errors, states } = open(t, url, {
+    getToken: () => ++calls === 1 ? sign({ sub: 'alice' }, 2) : tokenFor('alice', { n: calls })
+  })
+  await ready(client)
+  const socket = serverSocket(app, client)
+  const firstExp = socket.data.claims.exp
+  await until(() => log.some((e) => e.event === 'realtime:auth'), 'the refresh is sent', 20_000)
+  await until(() => socket.data.claims.exp !== firstExp, 'the server took the new token')
+  t.equal(calls, 2)
+  t.ok(socket.connected, 'the same socket stays')
+  t.same(states, ['connected'], 'never disconnected')
+  t.same(errors, [])
+})
+
+t.test('a refresh that fails is reported and retried within the grace period', async (t) => {
+  let lookups = 0
+  const { app, url } = await build(t, {
+    rooms,
+    auth: {
+      refreshGraceMs: 60_000,
+      user: (claims) => {
+        // the handshake works; the first refresh finds the user store down
+        if (++lookups === 2) throw new Error('database down')
+        return { id: String(claims.sub) }
+      }
+    }
+  })
+  let calls = 0
+  const { client, errors } = open(t, url, {
+    getToken: () => {
+      calls++
+      if (calls === 1) return sign({ sub: 'alice' }, 2)
+      if (calls === 2) throw new Error('token service down')
+      return tokenFor('alice', { n: calls })
+    }
+  })
+  await ready(client)
+  const socket = serverSocket(app, client)
+  const firstExp = socket.data.claims.exp
+  await until(() => socket.data.claims.exp !== firstExp, 'the refresh got through', 20_000)
+  t.match(errors.map((e) => e.code), ['TOKEN_FAILED', 'UNAVAILABLE'], 'each failure reported')
+  t.equal(calls, 4, 'getToken asked again after each failure')
+  t.ok(socket.connected, 'the socket was kept')
+})
+
+t.test('no getToken: an expiring token is reported, then the server disconnect is', async (t) => {
+  const { url } = await build(t, { rooms, auth: { refreshGraceMs: 100 } })
+  const { client, errors } = open(t, url, { token: sign({ sub: 'alice' }, 2) })
+  await ready(client)
+  await until(() => client.state === 'disconnected', 'disconnected after the grace', 20_000)
+  t.match(errors.map((e) => e.code), ['AUTH_EXPIRED', 'DISCONNECTED'])
+})
+
+t.test('the server disconnects after the grace: with getToken the client comes back with a fresh token', async (t) => {
+  let calls = 0
+  let failRefresh = true
+  const { app, url } = await build(t, { rooms, auth: { refreshGraceMs: 100 } })
+  const { client, errors } = open(t, url, {
+    timeoutMs: 60_000,
+    getToken: () => {
+      calls++
+      if (calls === 1) return sign({ sub: 'alice' }, 2)
+      // the refresh never gets a token before the grace ends; the next handshake does
+      if (failRefresh) {
+        failRefresh = false
+        return new Promise<string>(() => {})
+      }
+      return tokenFor('alice', { n: calls })
+    }
+  })
+  await ready(client)
+  const first = client.socket.id
+  await until(() => client.state === 'connected' && client.socket.id !== first, 'back with a new socket', 20_000)
+  t.notOk(errors.some((e) => e.code === 'DISCONNECTED'), 'not a final disconnect')
+  await app.broadcast('team:1', 'tick', { i: 1 })
+  await roundTrip(client)
+})

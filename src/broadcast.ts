@@ -52,6 +52,11 @@ function checkOptions (opts: BroadcastOptions): void {
 
 const NO_OPTIONS: BroadcastOptions = Object.freeze({})
 
+/** A store that says the entry itself is wrong (it cannot be encoded): the caller's error, not an outage. */
+function refused (err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === 'FST_REALTIME_INVALID_PAYLOAD'
+}
+
 /** Tells `target` that `position.seq` of `scope` carries nothing for it. */
 function skip (target: { emit: (event: string, message: SkipMessage) => boolean }, scope: string, position: Position): void {
   const message: SkipMessage = { scope, seq: position.seq, epoch: position.epoch }
@@ -123,12 +128,16 @@ export function createBroadcast (ctx: BroadcastContext): BroadcastFn {
     try {
       appended = store.append(scope, opts.by === undefined ? { id, event, payload, at } : { id, event, payload, at, by: opts.by })
     } catch (err) {
+      if (refused(err)) return Promise.reject(err)
       return Promise.resolve(emit(scope, event, payload, opts, id, at, unstored(scope, event, err)))
     }
     if (!isPromiseLike(appended)) return Promise.resolve(emit(scope, event, payload, opts, id, at, storeFailing ? stored(appended) : appended))
     return Promise.resolve(appended).then(
       (position) => emit(scope, event, payload, opts, id, at, stored(position)),
-      (err: unknown) => emit(scope, event, payload, opts, id, at, unstored(scope, event, err))
+      (err: unknown) => {
+        if (refused(err)) throw err
+        return emit(scope, event, payload, opts, id, at, unstored(scope, event, err))
+      }
     )
   }
 

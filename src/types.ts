@@ -153,7 +153,11 @@ export interface RealtimeAuthOptions {
 export interface RealtimeHistoryOptions {
   /** `'memory'`, `'redis'`, or your own `HistoryStore`. @default 'memory' ('redis' when `redis` is set) */
   store?: 'memory' | 'redis' | HistoryStore
-  /** Seconds an event stays replayable. @default 300 */
+  /**
+   * Seconds an event stays replayable. A scope's position (epoch and seq) is kept longer, a day
+   * after its newest event (or the ttl, if longer), so a client that missed nothing during a
+   * quiet spell carries on instead of resyncing. @default 300
+   */
   ttl?: number
   /** Events kept per scope. @default 50 */
   max?: number

@@ -186,6 +186,17 @@ t.test('close while Redis is down still finishes', async (t) => {
   t.pass('closed')
 })
 
+t.test('Redis store: a payload that cannot be encoded rejects and leaves the log as it was', async (t) => {
+  const { app, connected } = await build(t, { rooms: () => ['team:1'], redis: redisOptions(t) })
+  const { socket } = await connected('u1')
+  const first = await app.broadcast('team:1', 'n', 1)
+  await t.rejects(app.broadcast('team:1', 'n', { big: 10n } as never), { code: 'FST_REALTIME_INVALID_PAYLOAD', message: /serialised/ })
+  const next = await app.broadcast('team:1', 'n', 2)
+  t.match(next, { seq: 2, epoch: first!.epoch, stored: true }, 'same log, next seq: not mistaken for an outage')
+  t.equal((await app.inject('/health/realtime')).statusCode, 200)
+  await flush(socket)
+})
+
 t.test('no unhandled rejections', async (t) => {
   t.same(rejections, [])
 })

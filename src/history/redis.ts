@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis'
+import { FST_REALTIME_INVALID_PAYLOAD } from '../errors.js'
 import type { Position } from '../protocol.js'
 import { emptyPosition, keepFor, planRead, type LogView, type ReadContext } from './plan.js'
 import type { HistoryEntry, HistoryStore, ReadResult, StoredEvent } from './store.js'
@@ -197,10 +198,17 @@ export class RedisHistoryStore implements HistoryStore {
 
   async append (scope: string, entry: HistoryEntry): Promise<Position> {
     const client = this.#use()
+    let json: string
+    try {
+      json = JSON.stringify(entry)
+    } catch (err) {
+      // the caller's mistake, not an outage: the scope's log is not touched
+      throw new FST_REALTIME_INVALID_PAYLOAD(entry.event, `it cannot be serialised (${(err as Error).message})`)
+    }
     try {
       if (this.#recovering !== null || this.#lostAll || this.#lost.size > 0) await this.#recover(client)
       const [seq, epoch] = await client.realtimeAppend(
-        metaKey(scope), logKey(scope), ID_KEY, this.#clock(), JSON.stringify(entry), this.#max, this.#ttlMs, this.#keepMs)
+        metaKey(scope), logKey(scope), ID_KEY, this.#clock(), json, this.#max, this.#ttlMs, this.#keepMs)
       return { seq: Number(seq), epoch }
     } catch (err) {
       if (this.#lost.size < MAX_LOST_SCOPES) this.#lost.add(scope)

@@ -53,7 +53,9 @@ export interface HistoryStore {
    * Stores `entry` as the scope's next event and returns its place. One atomic step. Rejects
    * (or throws) when the event could not be stored: the plugin then delivers it live only and
    * the store must give the scope a new epoch before it reads as `ok` again from a position
-   * taken before that event.
+   * taken before that event. An entry the store cannot encode is the caller's mistake, not an
+   * outage: reject with `FST_REALTIME_INVALID_PAYLOAD`, leave the log as it was, and `broadcast`
+   * rejects with it too.
    */
   append: (scope: string, entry: HistoryEntry) => Promise<Position> | Position
   /**

@@ -10,6 +10,7 @@ import {
   SteeredStore,
   dropTransport,
   incoming,
+  on,
   open,
   ready,
   roomsOf,
@@ -286,7 +287,7 @@ t.test('storage: positions are written in the turn of the event, and a reload ca
   const storage = new MemoryStorage()
   const first = open(t, url, { token: tokenFor('alice'), storage, storageKey: 'positions:alice' })
   const stored: Array<string | null> = []
-  first.client.on('tick', () => {
+  on(first.client, 'tick', () => {
     // what a page unloaded right after this handler would have left behind
     queueMicrotask(() => { stored.push(storage.getItem('positions:alice')) })
   })
@@ -350,7 +351,7 @@ t.test('close() while a fetch is out: no resync, the stored position stays', asy
   t.same(JSON.parse(storage.getItem('fastify-realtime:positions')!)['team:1']?.seq, 2, 'still stored')
 })
 
-t.test('realtime:skip moves the position on: no handler, no fetch', async (t) => {
+t.test('broadcast with except: the excepted client moves on by realtime:skip, no handler, no fetch', async (t) => {
   const { app, url } = await build(t, { rooms })
   await app.broadcast('team:1', 'tick', { i: 0 })
   const log = incoming(app)
@@ -359,16 +360,15 @@ t.test('realtime:skip moves the position on: no handler, no fetch', async (t) =>
   await Promise.all([ready(alice.client), ready(bob.client)])
   const aliceId = alice.client.socket.id!
 
+  // alice is sent realtime:skip { scope, seq, epoch } instead of the event
   const meta = await app.broadcast('team:1', 'tick', { i: 1 }, { except: aliceId })
-  // the server's skip for the excepted socket (until broadcast sends it itself)
-  send(app, aliceId, ['realtime:skip', { scope: 'team:1', seq: meta!.seq, epoch: meta!.epoch }])
   await app.broadcast('team:1', 'tick', { i: 2 })
   await until(() => alice.events.length === 1 && bob.events.length === 2, 'delivered')
   t.same(alice.events.map((e) => e.payload.i), [2], 'the excepted event is not handed to alice')
   t.same(bob.events.map((e) => e.payload.i), [1, 2])
   t.equal(alice.client.positions['team:1']?.seq, 3)
 
-  // skips the client cannot place are ignored: unknown scope, other epoch, old seq
+  // skips that move nothing: unknown scope, another epoch (kept aside, nothing fetched), old seq
   send(app, aliceId, ['realtime:skip', { scope: 'team:77', seq: 1, epoch: meta!.epoch }])
   send(app, aliceId, ['realtime:skip', { scope: 'team:1', seq: 4, epoch: 'another.1' }])
   send(app, aliceId, ['realtime:skip', { scope: 'team:1', seq: 2, epoch: meta!.epoch }])
@@ -378,6 +378,25 @@ t.test('realtime:skip moves the position on: no handler, no fetch', async (t) =>
   await app.broadcast('team:1', 'tick', { i: 3 })
   await until(() => alice.events.length === 2, 'next live')
   t.equal(subscribes(log, 'team:1').filter((e) => e.socketId === aliceId).length, 0, 'never fetched')
+})
+
+t.test('except on the first events of an empty scope: the fetch for the new epoch does not hand them back', async (t) => {
+  const { app, url } = await build(t, { rooms })
+  const log = incoming(app)
+  const alice = open(t, url, { token: tokenFor('alice') })
+  await ready(alice.client)
+  t.equal(alice.client.positions['team:1']?.seq, 0, 'no log yet: the first event starts a new epoch')
+  const aliceId = alice.client.socket.id!
+  await app.broadcast('team:1', 'tick', { i: 1 }, { except: aliceId })
+  await app.broadcast('team:1', 'tick', { i: 2 }, { except: aliceId })
+  await roundTrip(alice.client)
+  t.equal(subscribes(log, 'team:1').length, 0, 'skips alone fetch nothing')
+  await app.broadcast('team:1', 'tick', { i: 3 })
+  await until(() => alice.events.length === 1, 'the third event')
+  t.equal(subscribes(log, 'team:1').length, 1, 'the new epoch is fetched once')
+  await roundTrip(alice.client)
+  t.same(alice.events.map((e) => e.payload.i), [3], 'the replay of the excepted events is not delivered')
+  t.equal(alice.client.positions['team:1']?.seq, 3)
 })
 
 t.test('a skip that arrives before the event it follows is held like one', async (t) => {

@@ -2,7 +2,7 @@
 // does not answer, getToken failing at the handshake and at refresh, tokens running out.
 import t from 'tap'
 import { build, sign, tokenFor } from './helper.js'
-import { Gate, dropTransport, incoming, open, ready, roomsOf, roundTrip, serverSocket, subscribes, until } from './client-helper.js'
+import { Gate, dropTransport, incoming, on, open, ready, roomsOf, roundTrip, serverSocket, subscribes, until } from './client-helper.js'
 
 const rooms = () => ['team:1']
 
@@ -10,9 +10,9 @@ t.test('a handler that throws skips neither the other handlers nor later events,
   const { app, url } = await build(t, { rooms })
   const { client, events, errors } = open(t, url, { token: tokenFor('alice') })
   const second: number[] = []
-  client.on('tick', (payload: any) => { if (payload.i === 1) throw new Error('boom') })
-  client.on('tick', async (payload: any) => { if (payload.i === 2) throw new Error('async boom') })
-  client.on('tick', (payload: any) => { second.push(payload.i) })
+  on(client, 'tick', (payload: any) => { if (payload.i === 1) throw new Error('boom') })
+  on(client, 'tick', async (payload: any) => { if (payload.i === 2) throw new Error('async boom') })
+  on(client, 'tick', (payload: any) => { second.push(payload.i) })
   let thrown = 0
   client.onError(() => {
     thrown++

@@ -1,5 +1,9 @@
 // Shared by the test/client*.test.ts files: the real bundled client against a real plugin app.
 import { randomUUID } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import type { FastifyInstance } from 'fastify'
 import {
   connect,
@@ -46,12 +50,20 @@ export function open (t: Teardown, url: string, options: ConnectOptions, listen:
   t.teardown(() => { client.close() })
   const opened: Opened = { client, events: [], resyncs: [], errors: [], states: [] }
   for (const event of listen) {
-    client.on(event, (payload: unknown, meta: unknown) => { opened.events.push({ event, payload, meta }) })
+    on(client, event, (payload, meta) => { opened.events.push({ event, payload, meta }) })
   }
   client.onResync((notice) => { opened.resyncs.push(notice) })
   client.onError((error) => { opened.errors.push(error) })
   client.onState((state) => { opened.states.push(state) })
   return opened
+}
+
+/**
+ * `client.on` for the tests' own event names: the type-checked program also holds the examples'
+ * `RealtimeEvents` declarations, which `on()` then (rightly) holds every name to.
+ */
+export function on (client: RealtimeClient, event: string, handler: (payload: any, meta: any) => unknown): () => void {
+  return client.on(event as never, handler as never)
 }
 
 /** Polls `condition` until it holds; fails with `what` after a generous deadline. */
@@ -210,4 +222,24 @@ export async function store (app: FastifyInstance, scope: string, event: string,
 /** Sends a frame by hand to one socket. */
 export function send (app: FastifyInstance, socketId: string, frame: [string, unknown, Record<string, unknown>] | [string, unknown]): void {
   app.io.to(socketId).emit(...(frame as [string, unknown]))
+}
+
+/**
+ * Builds the browser bundle from src/ with the package's own build options (tsup.config.ts)
+ * into a directory of the test's, so a test of the page never runs a stale dist/.
+ */
+export async function buildBrowserBundle (t: Teardown): Promise<string> {
+  const { build } = await import('tsup')
+  const { browserBundle } = await import('../tsup.config.js')
+  const dir = await mkdtemp(join(tmpdir(), 'frt-browser-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  await build({
+    ...browserBundle,
+    entry: { 'client/browser': fileURLToPath(new URL('../src/client/index.ts', import.meta.url)) },
+    outDir: dir,
+    sourcemap: false,
+    silent: true,
+    config: false
+  })
+  return join(dir, 'client/browser.global.js')
 }

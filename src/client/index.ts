@@ -5,6 +5,7 @@ import {
   EVENT_AUTH_EXPIRED,
   EVENT_READY,
   EVENT_RESYNC,
+  EVENT_SKIP,
   EVENT_SUBSCRIBE,
   EVENT_UNSUBSCRIBE,
   RESERVED_PREFIX,
@@ -12,12 +13,6 @@ import {
   type Position,
   type ResyncReason
 } from '../protocol.js'
-
-/**
- * Sent, instead of the event itself, to the socket named in `broadcast(…, { except })` when the
- * event was stored: `{ scope, seq, epoch }`, so that socket's position moves on without a fetch.
- */
-const EVENT_SKIP = 'realtime:skip'
 
 /** A `localStorage`-like place to keep positions across page reloads. */
 export interface PositionStorage {
@@ -696,9 +691,11 @@ export class RealtimeClient {
       this.#positions.set(scope, position)
     }
     if (entry.epoch !== position.epoch) {
-      if (entry.skip) return
       this.#hold(entry)
-      this.#fetch(scope)
+      // a skip alone fetches nothing; kept, it still stands for its seq if an event of its epoch
+      // makes the client fetch (a scope's first events start a new epoch), so the replay does
+      // not hand the excepted event back
+      if (!entry.skip) this.#fetch(scope)
       return
     }
     if (entry.seq <= position.seq) return

@@ -1,10 +1,13 @@
-// The task board example in a real browser: two tabs, a change in one shows up in the other.
+// The task board example in a real browser, through the browser bundle of fastify-realtime/client
+// (built from src/ with the package's build options): two tabs stay in step, and a tab reloaded
+// after missing a change catches up from its stored position instead of reloading the board.
 // Debian's chromium driven by playwright-core; skipped (with the reason) when it is not installed.
 import { existsSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
 import { chromium, type Page } from 'playwright-core'
 import t from 'tap'
 import { importExample } from './helper.js'
+import { buildBrowserBundle } from './client-helper.js'
 
 const CHROMIUM = '/usr/bin/chromium'
 const SCREENSHOT = '/tmp/tasks-demo.png'
@@ -25,7 +28,7 @@ const skip = existsSync(CHROMIUM) ? false : `no browser: ${CHROMIUM} is missing 
 
 t.test('two tabs of the task board stay in step', { skip }, async (t) => {
   const { buildTasksApp } = await importExample<TasksExample>('examples/tasks/app.ts')
-  const app = await buildTasksApp()
+  const app = await buildTasksApp({ clientScript: await buildBrowserBundle(t) })
   t.teardown(() => app.close())
   await app.listen({ port: 0, host: '127.0.0.1' })
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
@@ -46,6 +49,8 @@ t.test('two tabs of the task board stay in step', { skip }, async (t) => {
   const bob = await open('bob')
   t.equal(await alice.locator('#state').textContent(), 'connected')
   t.equal(await bob.locator('#state').textContent(), 'connected')
+  t.equal(await alice.evaluate(() => typeof (window as any).FastifyRealtime?.connect), 'function', 'the page runs the bundled client')
+  t.equal(await alice.evaluate(() => typeof (window as any).io), 'undefined', 'and no raw socket.io-client')
 
   const title = `Browser task ${Date.now()}`
   const inColumn = (page: Page, status: string) =>
@@ -69,8 +74,32 @@ t.test('two tabs of the task board stay in step', { skip }, async (t) => {
   await inColumn(bob, 'doing').getByTestId('move-right').click()
   await inColumn(alice, 'done').waitFor()
   t.equal(await inColumn(alice, 'doing').count(), 0)
+  const aliceLog = await alice.getByTestId('activity').textContent()
+  t.match(aliceLog, `bob moved “${title}” to Done`)
+  t.notMatch(aliceLog, /alice (added|moved)/, "alice's own changes were skipped for her tab, not replayed to it")
+
+  // bob's tab goes away; alice adds a task meanwhile; bob's tab comes back (a reload)
+  await inColumn(bob, 'done').waitFor()
+  const boardLoads: string[] = []
+  bob.on('request', (request) => {
+    if (request.method() === 'GET' && new URL(request.url()).pathname === '/api/boards/demo/tasks') boardLoads.push(request.url())
+  })
+  await bob.goto('about:blank')
+  const missed = `Missed task ${Date.now()}`
+  await alice.getByTestId('new-title').fill(missed)
+  await alice.getByTestId('add').click()
+  await alice.getByTestId('column-todo').getByTestId('task').filter({ hasText: missed }).waitFor()
+  await bob.goto(`${url}/?user=bob`)
+  await bob.locator('#state[data-state="connected"]').waitFor()
+  const caughtUp = bob.getByTestId('column-todo').getByTestId('task').filter({ hasText: missed })
+  await caughtUp.waitFor()
+  t.equal(await caughtUp.count(), 1, 'the task added while bob was away is there after the reload')
+  t.equal(await inColumn(bob, 'done').count(), 1, 'and the board he had before, from his tab\'s own storage')
+  t.match(await bob.getByTestId('activity').textContent(), `alice added “${missed}” (while you were away)`, 'replayed from the stored position')
+  t.same(boardLoads, [], 'the reloaded tab caught up by replay, without loading the board again')
 
   await bob.screenshot({ path: SCREENSHOT, fullPage: true })
+  t.equal(await alice.getByTestId('error').textContent(), '', 'no error shown')
   t.equal(await bob.getByTestId('error').textContent(), '', 'no error shown')
   t.same(errors, [], 'no page errors')
 })

@@ -4,15 +4,17 @@ import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import { io as ioClient, type Socket } from 'socket.io-client'
 import { flush, importExample, waitFor, type ReadyPayload } from './helper.js'
+import { buildBrowserBundle } from './client-helper.js'
 
 type TasksExample = typeof import('../examples/tasks/app.js')
 const { buildTasksApp } = await importExample<TasksExample>('examples/tasks/app.ts')
+const clientScript = await buildBrowserBundle(t)
 
 interface Task { id: string, title: string, status: string, boardId: string, updatedAt: number }
 interface Teardown { teardown: (fn: () => unknown) => void }
 
 async function start (t: Teardown) {
-  const app = await buildTasksApp()
+  const app = await buildTasksApp({ clientScript })
   t.teardown(() => app.close())
   await app.listen({ port: 0, host: '127.0.0.1' })
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
@@ -41,7 +43,8 @@ async function start (t: Teardown) {
     socket.onAny((event: string, payload: unknown, meta: unknown) => { events.push({ event, payload, meta }) })
     const [ready] = await waitFor<[ReadyPayload]>(socket, 'realtime:ready')
     const taskEvents = () => events.filter((e) => e.event.startsWith('task:'))
-    return { socket, ready, taskEvents }
+    const skips = () => events.filter((e) => e.event === 'realtime:skip').map((e) => e.payload)
+    return { socket, ready, taskEvents, skips }
   }
 
   /** A real HTTP call as `user`; `socket` is sent as `x-socket-id`. */
@@ -94,6 +97,7 @@ t.test('a created task reaches the board, not the tab that made it, not outsider
   t.same(created?.payload, { task: res.body })
   t.match(created?.meta, { scope: 'board:demo', by: 'alice', seq: Number })
   t.same(alice.taskEvents(), [], 'no echo to the socket named in x-socket-id')
+  t.same(alice.skips(), [{ scope: 'board:demo', seq: created?.meta.seq, epoch: created?.meta.epoch }], 'it is told the seq moved on')
   t.same(aliceOtherTab.taskEvents().map((e) => e.event), ['task:created'], "alice's other tab is updated")
   t.same(carol.taskEvents(), [], 'carol is on no board and hears nothing')
 
@@ -198,7 +202,7 @@ t.test('routes need a member of the board; x-socket-id cannot mute another user'
   t.same(bob.taskEvents().map((e) => e.event), ['task:created', 'task:moved'], "carol's attempts broadcast nothing")
 })
 
-t.test('the page, the Socket.IO client script and the health route are served', async (t) => {
+t.test('the page, the fastify-realtime browser client and the health route are served', async (t) => {
   const { url, connect } = await start(t)
   await connect('alice')
   const page = await fetch(url)
@@ -206,11 +210,18 @@ t.test('the page, the Socket.IO client script and the health route are served', 
   t.match(page.headers.get('content-type'), /^text\/html/)
   const html = await page.text()
   t.match(html, 'id="state"')
-  t.match(html, '<script src="/socket.io/socket.io.js"></script>')
-  const script = await fetch(`${url}/socket.io/socket.io.js`)
+  t.match(html, '<script src="/fastify-realtime.js"></script>')
+  t.match(html, 'FastifyRealtime.connect(')
+  t.notMatch(html, '/socket.io/socket.io.js', 'no raw socket.io-client on the page')
+  const script = await fetch(`${url}/fastify-realtime.js`)
   t.equal(script.status, 200)
-  t.match(await script.text(), /Socket\.IO/)
+  t.match(script.headers.get('content-type'), /^text\/javascript/)
+  t.match(await script.text(), /var FastifyRealtime=/, 'the global bundle from the build options')
   const health = await fetch(`${url}/health/realtime`)
   t.equal(health.status, 200)
   t.same(((await health.json()) as { websocket: unknown }).websocket, { enabled: true, connections: 1 })
+})
+
+t.test('without a built client the app says what to do', async (t) => {
+  await t.rejects(buildTasksApp({ clientScript: new URL('file:///nonexistent/browser.global.js') }), /npm run build/)
 })

@@ -47,7 +47,16 @@ const scopeOf = (boardId: string): string => `board:${boardId}`
 
 export interface TasksAppOptions {
   logger?: boolean
+  /**
+   * The browser bundle of fastify-realtime/client the page loads as `/fastify-realtime.js`.
+   * @default the package's dist/client/browser.global.js, written by `npm run build`
+   */
+  clientScript?: string | URL
 }
+
+// In this repository the package is built into ../../dist; an app that installs fastify-realtime
+// serves node_modules/fastify-realtime/dist/client/browser.global.js the same way.
+const BUILT_CLIENT = new URL('../../dist/client/browser.global.js', import.meta.url)
 
 export async function buildTasksApp (opts: TasksAppOptions = {}): Promise<FastifyInstance> {
   const app = Fastify({
@@ -211,6 +220,15 @@ export async function buildTasksApp (opts: TasksAppOptions = {}): Promise<Fastif
   const page = await readFile(new URL('./public/index.html', import.meta.url), 'utf8')
   app.get('/', async (_request, reply) => {
     return reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(page)
+  })
+
+  const clientScript = opts.clientScript ?? BUILT_CLIENT
+  const script = await readFile(clientScript, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err
+    throw new Error(`The page needs the browser client at ${String(clientScript)}: run \`npm run build\` first`)
+  })
+  app.get('/fastify-realtime.js', async (_request, reply) => {
+    return reply.type('text/javascript; charset=utf-8').header('cache-control', 'no-cache').send(script)
   })
 
   return app

@@ -178,7 +178,9 @@ t.test('onState follows the connection: connected, reconnecting, connected, disc
 t.test('a refused token is reported once and the client stops', async (t) => {
   const { url } = await build(t, { rooms })
   const { client, errors, states } = open(t, url, { token: 'not.a.token' })
+  const subscribed = client.subscribe('team:1').then(() => null, (e: unknown) => e)
   await until(() => client.state === 'disconnected', 'disconnected')
+  t.match(await subscribed, { code: 'AUTH_INVALID', scope: 'team:1' }, 'a subscribe waiting for the connection gets the refusal')
   t.equal(errors.length, 1)
   t.type(errors[0], RealtimeClientError)
   t.match(errors[0], { code: 'AUTH_INVALID' })
@@ -207,4 +209,14 @@ t.test('UNAVAILABLE at the handshake is reported and retried until it connects',
   await ready(client)
   t.match(errors, [{ code: 'UNAVAILABLE' }, { code: 'UNAVAILABLE' }])
   t.equal(lookups, 3)
+})
+
+t.test('socket.io giving up its reconnects (a finite reconnectionAttempts) is reported', async (t) => {
+  const { app, url } = await build(t, { rooms })
+  const { client, errors, states } = open(t, url, { token: tokenFor('alice'), io: { reconnectionAttempts: 1 } })
+  await ready(client)
+  await app.close()
+  await until(() => client.state === 'disconnected', 'given up')
+  t.same(states, ['connected', 'reconnecting', 'disconnected'])
+  t.match(errors, [{ code: 'DISCONNECTED' }])
 })

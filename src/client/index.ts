@@ -387,6 +387,12 @@ export class RealtimeClient {
     socket.io.on('reconnect_attempt', () => {
       if (!this.#closed) this.#setState('reconnecting')
     })
+    socket.io.on('reconnect_failed', () => {
+      // only with a finite io.reconnectionAttempts: socket.io has stopped trying
+      if (this.#closed) return
+      this.#setState('disconnected')
+      this.#report(new RealtimeClientError('DISCONNECTED', 'The server could not be reached; socket.io stopped reconnecting'))
+    })
     socket.on(EVENT_READY, (ready: unknown) => { this.#onReady(ready) })
     socket.on(EVENT_RESYNC, (notice: unknown) => { this.#onResync(notice) })
     socket.on(EVENT_AUTH_EXPIRED, () => { this.#onAuthExpired() })
@@ -419,6 +425,8 @@ export class RealtimeClient {
     }
     this.#setState('disconnected')
     this.#report(error)
+    // subscribes waiting for this connection will not get one
+    for (const scope of [...this.#waiters.keys()]) this.#rejectWaiters(scope, new RealtimeClientError(code, err.message, { scope }))
   }
 
   #retryConnect (): void {

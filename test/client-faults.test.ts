@@ -74,6 +74,32 @@ t.test('a restored subscription the server cannot answer yet is retried until it
   t.same(events.map((e) => e.payload.i), [1, 2])
 })
 
+t.test('a restore refused with RATE_LIMITED is retried once the window has passed', async (t) => {
+  const { app, url } = await build(t, { rooms, canSubscribe: (_user, scope) => scope.startsWith('extra:'), rateLimit: { max: 1, windowMs: 200 } })
+  await app.broadcast('extra:1', 'tick', { i: 0 })
+  await app.broadcast('extra:2', 'tick', { i: 0 })
+  const { client, errors } = open(t, url, { token: tokenFor('alice') })
+  await ready(client)
+  await client.subscribe('extra:1')
+  // one client-to-server event per window: the second subscribe goes through in a later one
+  const deadline = Date.now() + 15_000
+  for (;;) {
+    const err = await client.subscribe('extra:2').then(() => null, (e: { code?: string }) => e)
+    if (err === null) break
+    t.equal(err.code, 'RATE_LIMITED')
+    if (Date.now() > deadline) throw new Error('never subscribed')
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  t.same(errors, [], 'a refused first subscribe is its caller\'s')
+
+  // after the reconnect both restores go out at once: the second is over the limit
+  dropTransport(app, client)
+  await until(() => client.state === 'connected' && roomsOf(app, client).has('extra:1') && roomsOf(app, client).has('extra:2'), 'both restored')
+  t.ok(errors.length >= 1, 'the refusal is reported')
+  t.ok(errors.every((e) => e.code === 'RATE_LIMITED' && e.scope === 'extra:2'), 'as RATE_LIMITED for the second scope, each attempt')
+  t.same(client.subscriptions.sort(), ['extra:1', 'extra:2'])
+})
+
 t.test('a restored subscription the server refuses is dropped, and the app is told', async (t) => {
   let allowed = true
   const { app, url } = await build(t, { rooms, canSubscribe: (_user, scope) => allowed && scope === 'extra:1' })

@@ -226,6 +226,7 @@ export class RealtimeClient {
     return this.#socket
   }
 
+  /** Where the connection stands (see ClientState). */
   get state (): ClientState {
     return this.#state
   }
@@ -250,6 +251,7 @@ export class RealtimeClient {
     return () => { this.off(event, handler) }
   }
 
+  /** Removes a handler added with `on`. */
   off<E extends RealtimeEventName>(event: E, handler: (payload: RealtimePayload<E>, meta: EventMeta) => void): void {
     this.#handlers.get(event)?.delete(handler as Handler)
   }
@@ -263,13 +265,15 @@ export class RealtimeClient {
   /**
    * Called for refusals and failures: the connection refused (`client.state` then says whether
    * the client tries again), a subscription the server no longer restores, a token that could
-   * not be fetched or refreshed, a handler of yours that threw.
+   * not be fetched or refreshed, a handler of yours that threw. With no onError handler, a
+   * handler of yours that throws is logged with `console.error`; nothing else is.
    */
   onError (handler: (error: RealtimeClientError) => void): () => void {
     this.#errorHandlers.add(handler)
     return () => { this.#errorHandlers.delete(handler) }
   }
 
+  /** Called on every change of `state`; returns a function that removes the handler. */
   onState (handler: (state: ClientState) => void): () => void {
     this.#stateHandlers.add(handler)
     return () => { this.#stateHandlers.delete(handler) }

@@ -2,7 +2,7 @@
 // does not answer, getToken failing at the handshake and at refresh, tokens running out.
 import t from 'tap'
 import { build, sign, tokenFor } from './helper.js'
-import { Gate, dropTransport, incoming, on, open, ready, roomsOf, roundTrip, serverSocket, subscribes, until } from './client-helper.js'
+import { Gate, dropTransport, incoming, on, open, ready, roomsOf, roundTrip, send, serverSocket, store, subscribes, until } from './client-helper.js'
 
 const rooms = () => ['team:1']
 
@@ -226,4 +226,24 @@ t.test('the server disconnects after the grace: with getToken the client comes b
   t.notOk(errors.some((e) => e.code === 'DISCONNECTED'), 'not a final disconnect')
   await app.broadcast('team:1', 'tick', { i: 1 })
   await roundTrip(client)
+})
+
+t.test('a range fetch refused with FORBIDDEN: the app is told and the client leaves the room', async (t) => {
+  let member = true
+  const { app, url } = await build(t, { rooms: () => member ? ['team:1'] : [] })
+  await app.broadcast('team:1', 'tick', { i: 0 })
+  const { client, events, errors, resyncs } = open(t, url, { token: tokenFor('alice'), gapWaitMs: 20 })
+  await ready(client)
+  member = false // taken off the team; the app has not called realtime.leave
+  // seq 2 is in the log but never sent here: seq 3 alone makes the client fetch the range
+  await store(app, 'team:1', 'tick', { i: 1 })
+  send(app, client.socket.id!, await store(app, 'team:1', 'tick', { i: 2 }))
+  await until(() => resyncs.length === 1, 'told')
+  t.same(resyncs, [{ scope: 'team:1', reason: 'forbidden' }])
+  t.match(errors, [{ code: 'FORBIDDEN', scope: 'team:1' }])
+  await until(() => !roomsOf(app, client).has('team:1'), 'left the room')
+  t.notOk('team:1' in client.positions)
+  await app.broadcast('team:1', 'tick', { i: 3 })
+  await roundTrip(client)
+  t.same(events, [], 'nothing after the refusal')
 })

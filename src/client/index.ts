@@ -590,11 +590,14 @@ export class RealtimeClient {
       this.#refeed(scope)
       return
     }
-    // refused for good (FORBIDDEN, INVALID_SCOPE, LIMIT…): the client no longer follows the scope
+    // refused for good (FORBIDDEN, INVALID_SCOPE, LIMIT…): the client no longer follows the scope,
+    // and leaves its room should the server still have it there
     this.#attempts.delete(scope)
     this.#subscriptions.delete(scope)
     this.#confirmed.delete(scope)
+    this.#auto.delete(scope)
     this.#forget(scope)
+    if (this.#socket.connected) this.#leave(scope)
     this.#report(error)
     this.#notifyResync({ scope, reason: 'forbidden' })
   }

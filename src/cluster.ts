@@ -1,18 +1,35 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { createAdapter } from '@socket.io/redis-adapter'
 import type { Redis } from 'ioredis'
-import { FST_REALTIME_CLUSTER_TIMEOUT } from './errors.js'
-import { userScope } from './protocol.js'
+import { FST_REALTIME_CLUSTER_TIMEOUT, FST_REALTIME_CLUSTER_UNAVAILABLE, FST_REALTIME_REDIS_UNAVAILABLE } from './errors.js'
+import { isScope, userIdString, userScope } from './protocol.js'
+import { checkKeyPrefix } from './redis.js'
 import type { RealtimeServer } from './types.js'
-import { TimeoutError, withTimeout } from './util.js'
+import { withTimeout } from './util.js'
 
 /** Server-side event the nodes exchange for membership operations. */
 const CLUSTER_EVENT = 'realtime:cluster'
+
+/**
+ * The adapter's channel key, under the client's keyPrefix: `<keyPrefix>fastify-realtime#/#…` and
+ * `<keyPrefix>fastify-realtime-request#/#`. Not the adapter's default `socket.io`, which another
+ * Socket.IO deployment on the same Redis would share (its servers would count as nodes).
+ */
+export const CHANNEL_KEY = 'fastify-realtime'
+
+/** The SPEC's bound on how old the cluster figures may be. */
+const STALE_LIMIT_MS = 10_000
 
 type Operation =
   | { op: 'join', userId: string, scope: string }
   | { op: 'leave', userId: string, scope: string }
   | { op: 'disconnect', userId: string }
+
+/** What a node answers to an operation: its id, and whether it applied it. */
+interface Answer {
+  node: string
+  applied: boolean
+}
 
 export interface ClusterCounts {
   nodes: number
@@ -26,6 +43,13 @@ export interface ClusterOptions {
   heartbeatMs: number
   /** A node silent for this long no longer counts. */
   nodeTtlMs: number
+  /**
+   * Called when this node's Redis subscriber is back after being down (connection lost, or a
+   * subscribe refused) and every channel is subscribed again. Membership operations other nodes
+   * issued meanwhile never reached this node: the callee re-checks its local sockets' scopes.
+   * Not called for the first connection. A throw or rejection is logged.
+   */
+  onResubscribed?: () => unknown
 }
 
 // Heartbeats, under the client's keyPrefix: a sorted set of node ids by last beat (Redis TIME)
@@ -38,6 +62,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 // KEYS: nodes, counts. ARGV: node id, connections, node ttl ms.
+// Both keys expire a node ttl after the last beat of any node, so a cluster that is gone leaves nothing.
 const HEARTBEAT = `${NOW}
 redis.call('ZADD', KEYS[1], now, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -46,6 +71,8 @@ if #stale > 0 then
   redis.call('ZREM', KEYS[1], unpack(stale))
   redis.call('HDEL', KEYS[2], unpack(stale))
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 `
 // KEYS: nodes, counts. ARGV: node ttl ms.
@@ -59,10 +86,159 @@ if #live > 0 then
 end
 return { #live, total }
 `
+// KEYS: nodes. ARGV: node ttl ms.
+const LIVE = `${NOW}
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+`
 
 interface ClusterClient extends Redis {
   realtimeHeartbeat: (nodes: string, counts: string, nodeId: string, connections: number, ttlMs: number) => Promise<number>
   realtimeCounts: (nodes: string, counts: string, ttlMs: number) => Promise<[number, number]>
+  realtimeLiveNodes: (nodes: string, ttlMs: number) => Promise<string[]>
+}
+
+/** An operation from another node, or null when it is not one this node knows. */
+function parseOperation (value: unknown): Operation | null {
+  if (value === null || typeof value !== 'object') return null
+  const { op, userId, scope } = value as Record<string, unknown>
+  if (typeof userId !== 'string' || userIdString(userId) !== userId) return null
+  if (op === 'disconnect') return { op, userId }
+  if (op !== 'join' && op !== 'leave') return null
+  // user scopes are fixed, whatever another node asks
+  if (!isScope(scope) || scope.startsWith('user:')) return null
+  return { op, userId, scope }
+}
+
+/** The node id in an answer that says the operation was applied, or null. */
+function appliedBy (answer: unknown): string | null {
+  if (answer === null || typeof answer !== 'object') return null
+  const { node, applied } = answer as Partial<Answer>
+  return typeof node === 'string' && applied === true ? node : null
+}
+
+/** Whether a command sent on `client` now would be written: ioredis keeps `status` 'ready' for a moment after the socket has ended. */
+function up (client: Redis): boolean {
+  const stream = client.stream as Redis['stream'] | undefined
+  return client.status === 'ready' && stream !== undefined && stream.writable && !stream.writableEnded
+}
+
+type SubscribeMethod = 'subscribe' | 'psubscribe'
+type Method = SubscribeMethod | 'unsubscribe' | 'punsubscribe'
+type Call = (...args: unknown[]) => Promise<unknown>
+const METHODS: readonly Method[] = ['subscribe', 'psubscribe', 'unsubscribe', 'punsubscribe']
+
+function namesOf (args: unknown[]): string[] {
+  const names: string[] = []
+  for (const arg of args.flat()) {
+    if (typeof arg === 'string') names.push(arg)
+    else if (Buffer.isBuffer(arg)) names.push(arg.toString())
+  }
+  return names
+}
+
+/**
+ * The subscriber connection's subscriptions. Every (p)subscribe and (p)unsubscribe the adapter
+ * makes goes through here: a refusal (while Redis is away the plugin's connections have no offline
+ * queue, so they fail at once) is logged instead of becoming an unhandled rejection, and whatever
+ * is still wanted is subscribed again once the connection is back, including what failed during
+ * the outage (ioredis would restore only what had succeeded).
+ */
+class Subscriptions {
+  readonly #sub: Redis
+  readonly #log: FastifyBaseLogger
+  readonly #onRestored: () => void
+  readonly #original = new Map<Method, Call>()
+  readonly #wanted: Record<SubscribeMethod, Set<string>> = { subscribe: new Set(), psubscribe: new Set() }
+  readonly #pending = new Set<Promise<boolean>>()
+  // Redis may lack something wanted: the connection dropped, or a subscribe failed
+  #stale = false
+  #restoring = false
+  #closed = false
+  readonly #onClose = (): void => { this.#stale = true }
+  readonly #onReady = (): void => { this.restore() }
+
+  constructor (sub: Redis, log: FastifyBaseLogger, onRestored: () => void) {
+    this.#sub = sub
+    this.#log = log
+    this.#onRestored = onRestored
+    // restored here instead: ioredis would also revive channels whose unsubscribe failed during an outage
+    sub.options.autoResubscribe = false
+    const methods = sub as unknown as Record<Method, Call>
+    for (const method of METHODS) {
+      this.#original.set(method, methods[method].bind(sub))
+      methods[method] = (...args: unknown[]) => {
+        const names = namesOf(args)
+        if (method === 'subscribe' || method === 'psubscribe') {
+          for (const name of names) this.#wanted[method].add(name)
+        } else {
+          const wanted = this.#wanted[method === 'unsubscribe' ? 'subscribe' : 'psubscribe']
+          if (names.length === 0) wanted.clear()
+          for (const name of names) wanted.delete(name)
+        }
+        return this.#call(method, args)
+      }
+    }
+    sub.on('close', this.#onClose)
+    sub.on('ready', this.#onReady)
+  }
+
+  /** True when the connection is up with every wanted channel subscribed. */
+  get current (): boolean {
+    return !this.#stale && !this.#restoring && up(this.#sub)
+  }
+
+  /** Resolves once every call made so far has settled: true when nothing wanted is missing. */
+  async settled (): Promise<boolean> {
+    await Promise.all([...this.#pending])
+    return !this.#stale
+  }
+
+  /** Subscribes again to everything wanted, when something is missing and the connection is up. */
+  restore (): void {
+    if (this.#closed || !this.#stale || this.#restoring || !up(this.#sub)) return
+    this.#restoring = true
+    // cleared first: a drop or a refusal during the restore marks it stale again for the next one
+    this.#stale = false
+    const calls = (['subscribe', 'psubscribe'] as const)
+      .filter((method) => this.#wanted[method].size > 0)
+      .map(async (method) => await this.#call(method, [[...this.#wanted[method]]]))
+    Promise.all(calls).then((results) => {
+      this.#restoring = false
+      if (this.#closed) return
+      if (!results.every(Boolean)) {
+        this.#stale = true
+        return
+      }
+      if (this.#stale) return
+      this.#log.info('fastify-realtime: cluster channels subscribed again')
+      this.#onRestored()
+    })
+  }
+
+  close (): void {
+    this.#closed = true
+    this.#sub.off('close', this.#onClose)
+    this.#sub.off('ready', this.#onReady)
+  }
+
+  async #call (method: Method, args: unknown[]): Promise<boolean> {
+    const done = this.#original.get(method)!(...args).then(() => true, (err: Error) => {
+      if (method === 'subscribe' || method === 'psubscribe') this.#stale = true
+      this.#log.debug({ err }, `fastify-realtime: Redis ${method} failed; subscriptions are restored once Redis is back`)
+      return false
+    })
+    this.#pending.add(done)
+    done.then(() => this.#pending.delete(done), () => {})
+    return await done
+  }
+}
+
+interface Link {
+  pub: ClusterClient
+  subscriptions: Subscriptions
+  options: ClusterOptions
+  /** How old the last good read of the counts may be and still be reported. */
+  staleAfterMs: number
 }
 
 /**
@@ -74,27 +250,48 @@ export class Cluster {
   readonly #io: RealtimeServer
   readonly #nodeId: string
   readonly #log: FastifyBaseLogger
-  #redis: ClusterClient | null = null
-  #options: ClusterOptions | null = null
+  #link: Link | null = null
   #heartbeat: NodeJS.Timeout | undefined
   #lastCounts: ClusterCounts | undefined
+  #lastCountsAt = 0
 
   constructor (io: RealtimeServer, nodeId: string, log: FastifyBaseLogger) {
     this.#io = io
     this.#nodeId = nodeId
     this.#log = log
-    io.of('/').on(CLUSTER_EVENT, (operation: Operation, ack?: (result: string) => void) => {
-      this.#apply(operation)
-      if (typeof ack === 'function') ack(this.#nodeId)
+    // Called by the adapter with whatever another node (or anything else that can publish on
+    // the channel) sent: checked here, and nothing thrown back into the adapter.
+    io.of('/').on(CLUSTER_EVENT, (message: unknown, ack?: unknown) => {
+      let applied = false
+      try {
+        const operation = parseOperation(message)
+        if (operation === null) {
+          const op = (message as { op?: unknown } | null)?.op
+          this.#log.debug({ op: typeof op === 'string' ? op.slice(0, 50) : typeof op }, 'fastify-realtime: ignored a cluster operation it does not know')
+        } else {
+          this.#apply(operation)
+          applied = true
+        }
+      } catch (err) {
+        this.#log.warn({ err }, 'fastify-realtime: a cluster operation failed on this node')
+      }
+      if (typeof ack !== 'function') return
+      try {
+        ack({ node: this.#nodeId, applied } satisfies Answer)
+      } catch (err) {
+        this.#log.debug({ err }, 'fastify-realtime: could not answer a cluster operation')
+      }
     })
   }
 
   /**
    * Joins the cluster: `pub` carries broadcasts, heartbeats and requests; `sub` listens.
-   * Both are the plugin's own connections.
+   * Both are the plugin's own connections, and both must be ready. Rejects (leaving nothing
+   * running) when the channels cannot be subscribed or the first heartbeat cannot be written.
    */
   async connect (pub: Redis, sub: Redis, options: ClusterOptions): Promise<void> {
     const keyPrefix = pub.options.keyPrefix ?? ''
+    checkKeyPrefix(keyPrefix)
     // The adapter publishes without handling a refusal; while Redis is away that refusal must
     // not become an unhandled rejection (local delivery goes on regardless).
     const publish = pub.publish.bind(pub)
@@ -104,11 +301,31 @@ export class Cluster {
     })) as Redis['publish']
     pub.defineCommand('realtimeHeartbeat', { numberOfKeys: 2, lua: HEARTBEAT })
     pub.defineCommand('realtimeCounts', { numberOfKeys: 2, lua: COUNTS })
-    this.#redis = pub as ClusterClient
-    this.#options = options
-    this.#io.adapter(createAdapter(pub, sub, { key: `${keyPrefix}socket.io`, requestsTimeout: options.timeoutMs }))
-    await this.#beat()
-    this.#heartbeat = setInterval(() => { this.#beat().catch(() => {}) }, options.heartbeatMs)
+    pub.defineCommand('realtimeLiveNodes', { numberOfKeys: 1, lua: LIVE })
+    const subscriptions = new Subscriptions(sub, this.#log, () => { this.#resubscribed(options) })
+    const link: Link = {
+      pub: pub as ClusterClient,
+      subscriptions,
+      options,
+      // the figures a node writes are up to heartbeatMs old already
+      staleAfterMs: Math.max(0, Math.min(2 * options.heartbeatMs, STALE_LIMIT_MS - options.heartbeatMs))
+    }
+    this.#link = link
+    try {
+      this.#io.adapter(createAdapter(pub, sub, { key: `${keyPrefix}${CHANNEL_KEY}`, requestsTimeout: options.timeoutMs }))
+      if (!await subscriptions.settled()) throw new FST_REALTIME_REDIS_UNAVAILABLE('the cluster channels could not be subscribed')
+      // subscribed before the first beat: a node that others count as live hears their operations
+      await this.#beat()
+    } catch (err) {
+      subscriptions.close()
+      this.#link = null
+      if ((err as { code?: string }).code === 'FST_REALTIME_REDIS_UNAVAILABLE') throw err
+      throw new FST_REALTIME_REDIS_UNAVAILABLE((err as Error).message)
+    }
+    this.#heartbeat = setInterval(() => {
+      subscriptions.restore()
+      this.#beat().catch((err: unknown) => { this.#log.debug({ err }, 'fastify-realtime: heartbeat not written') })
+    }, options.heartbeatMs)
     this.#heartbeat.unref()
   }
 
@@ -124,51 +341,104 @@ export class Cluster {
     await this.#run({ op: 'disconnect', userId })
   }
 
-  /** Live nodes and their connections from the heartbeats; undefined on a single node. */
+  /**
+   * Live nodes and their connections from the heartbeats; undefined on a single node, and when
+   * Redis has not answered for longer than the figures may be stale.
+   */
   async counts (): Promise<ClusterCounts | undefined> {
-    if (this.#redis === null || this.#options === null) return undefined
+    const link = this.#link
+    if (link === null) return undefined
     try {
-      const [nodes, connections] = await this.#redis.realtimeCounts(NODES_KEY, COUNTS_KEY, this.#options.nodeTtlMs)
+      const [nodes, connections] = await link.pub.realtimeCounts(NODES_KEY, COUNTS_KEY, link.options.nodeTtlMs)
       this.#lastCounts = { nodes: Number(nodes), connections: Number(connections) }
+      this.#lastCountsAt = Date.now()
+      return this.#lastCounts
     } catch (err) {
-      this.#log.debug({ err }, 'fastify-realtime: cluster counts unavailable; reporting the last known')
+      this.#log.debug({ err }, 'fastify-realtime: cluster counts unavailable')
     }
-    return this.#lastCounts
+    // a blip keeps the last figures; a longer outage leaves them out rather than report them stale
+    if (this.#lastCounts !== undefined && Date.now() - this.#lastCountsAt <= link.staleAfterMs) return this.#lastCounts
+    return undefined
+  }
+
+  /**
+   * Whether this node's own Redis connections work: both up, every cluster channel subscribed,
+   * and a PING answered within a second. False before `connect` and after `close`.
+   */
+  async reachable (): Promise<boolean> {
+    const link = this.#link
+    if (link === null || !up(link.pub) || !link.subscriptions.current) return false
+    try {
+      return await withTimeout(() => link.pub.ping(), 1000, 'Redis ping') === 'PONG'
+    } catch {
+      return false
+    }
   }
 
   /** Stops the heartbeat and takes this node out of the counts (best effort). */
   async close (): Promise<void> {
     clearInterval(this.#heartbeat)
-    const redis = this.#redis
-    this.#redis = null
-    if (redis === null || redis.status !== 'ready') return
+    const link = this.#link
+    this.#link = null
+    if (link === null) return
+    link.subscriptions.close()
+    if (!up(link.pub)) return
     try {
-      await redis.multi().zrem(NODES_KEY, this.#nodeId).hdel(COUNTS_KEY, this.#nodeId).exec()
+      await withTimeout(() => link.pub.multi().zrem(NODES_KEY, this.#nodeId).hdel(COUNTS_KEY, this.#nodeId).exec(), 1000, 'Redis')
     } catch {
       // the node drops out of the counts by itself after nodeTtlMs
     }
   }
 
   async #beat (): Promise<void> {
-    if (this.#redis === null || this.#options === null) return
+    const link = this.#link
+    if (link === null) return
     const connections = this.#io.of('/').sockets.size
-    await this.#redis.realtimeHeartbeat(NODES_KEY, COUNTS_KEY, this.#nodeId, connections, this.#options.nodeTtlMs)
+    await link.pub.realtimeHeartbeat(NODES_KEY, COUNTS_KEY, this.#nodeId, connections, link.options.nodeTtlMs)
+  }
+
+  #resubscribed (options: ClusterOptions): void {
+    if (options.onResubscribed === undefined) return
+    const failed = (err: unknown): void => { this.#log.error({ err }, 'fastify-realtime: re-check after the Redis subscriber came back failed') }
+    try {
+      Promise.resolve(options.onResubscribed()).catch(failed)
+    } catch (err) {
+      failed(err)
+    }
   }
 
   async #run (operation: Operation): Promise<void> {
     this.#apply(operation)
-    if (this.#redis === null || this.#options === null) return
-    const { timeoutMs } = this.#options
+    const link = this.#link
+    if (link === null) return
+    const { timeoutMs, nodeTtlMs } = link.options
+    // not ready: the request could not go out, or this node could not hear the answers
+    if (!up(link.pub) || !link.subscriptions.current) {
+      throw new FST_REALTIME_CLUSTER_UNAVAILABLE(operation.op, 'Redis is not reachable from this node')
+    }
+    let live: string[]
     try {
-      await withTimeout(() => new Promise<void>((resolve, reject) => {
-        this.#io.serverSideEmit(CLUSTER_EVENT, operation, (err: Error | null) => {
-          if (err) reject(err)
-          else resolve()
-        })
-      }), timeoutMs, `realtime.${operation.op}`)
+      // read before the request goes out: a node that has beaten by now had subscribed before, so it hears it
+      live = (await link.pub.realtimeLiveNodes(NODES_KEY, nodeTtlMs)).map(String)
     } catch (err) {
-      if (!(err instanceof TimeoutError)) this.#log.warn({ err }, 'fastify-realtime: cluster operation incomplete')
+      this.#log.debug({ err }, 'fastify-realtime: live nodes unavailable')
+      throw new FST_REALTIME_CLUSTER_UNAVAILABLE(operation.op, 'Redis is not reachable from this node')
+    }
+    let answers: unknown[]
+    try {
+      answers = await withTimeout(() => this.#io.serverSideEmitWithAck(CLUSTER_EVENT, operation) as Promise<unknown[]>, timeoutMs, `realtime.${operation.op}`)
+    } catch (err) {
+      this.#log.debug({ err }, 'fastify-realtime: cluster operation incomplete')
       throw new FST_REALTIME_CLUSTER_TIMEOUT(operation.op, timeoutMs)
+    }
+    // The adapter waits for as many answers as Redis counts subscribers: a live node that is not
+    // subscribed right now (its subscriber is reconnecting) is simply not waited for.
+    const applied = new Set(answers.map(appliedBy))
+    const missing = live.filter((node) => node !== this.#nodeId && !applied.has(node))
+    if (missing.length > 0) {
+      this.#log.warn({ op: operation.op, nodes: missing }, 'fastify-realtime: live nodes did not apply a cluster operation')
+      throw new FST_REALTIME_CLUSTER_UNAVAILABLE(operation.op,
+        `${missing.length} live node(s) did not apply it (${missing.slice(0, 5).join(', ')}): not listening on Redis right now`)
     }
   }
 
@@ -176,6 +446,6 @@ export class Cluster {
     const sockets = this.#io.local.in(userScope(operation.userId))
     if (operation.op === 'join') sockets.socketsJoin(operation.scope)
     else if (operation.op === 'leave') sockets.socketsLeave(operation.scope)
-    else sockets.disconnectSockets(true)
+    else if (operation.op === 'disconnect') sockets.disconnectSockets(true)
   }
 }

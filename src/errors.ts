@@ -55,3 +55,15 @@ export const FST_REALTIME_REDIS_UNAVAILABLE = createError(
   'Redis is not reachable: %s',
   503
 )
+
+/**
+ * A cluster-wide membership operation that could not be confirmed on every live node without
+ * waiting: Redis is not reachable from this node, or a node with a fresh heartbeat was not
+ * listening (its Redis subscriber is reconnecting). It was applied on this node and on every
+ * node that answered.
+ */
+export const FST_REALTIME_CLUSTER_UNAVAILABLE = createError(
+  'FST_REALTIME_CLUSTER_UNAVAILABLE',
+  'Cluster operation %s could not be confirmed on every node: %s',
+  503
+)

@@ -6,15 +6,30 @@ import { withTimeout } from './util.js'
 
 /**
  * What the plugin's own connections need and an app's client must not be forced into: commands
- * fail at once while Redis is away instead of queueing (a broadcast never waits on Redis), and
- * nothing sent before an outage is replayed behind the plugin's back after it.
+ * fail at once while Redis is away instead of queueing (a broadcast never waits on Redis),
+ * nothing sent before an outage is replayed behind the plugin's back after it, and a connection
+ * closed while Redis is gone does not hold the process open for ioredis' default 2 s.
  */
 const OWN_CONNECTION: RedisOptions = {
   lazyConnect: true,
   enableOfflineQueue: false,
   autoResendUnfulfilledCommands: false,
   maxRetriesPerRequest: 0,
-  commandTimeout: 2000
+  commandTimeout: 2000,
+  disconnectTimeout: 100
+}
+
+/** Characters Redis reads as a glob in PSUBSCRIBE patterns (the adapter subscribes to `<keyPrefix>…*`). */
+const GLOB = /[*?[\]\\]/
+
+/**
+ * Throws FST_REALTIME_INVALID_OPTION for a keyPrefix the adapter's channel pattern cannot carry:
+ * with a glob character in it, a node would hear other deployments' channels, or none of its own.
+ */
+export function checkKeyPrefix (keyPrefix: string | undefined): void {
+  if (keyPrefix !== undefined && GLOB.test(keyPrefix)) {
+    throw new FST_REALTIME_INVALID_OPTION('redis.keyPrefix', `"${keyPrefix.slice(0, 200)}" must not contain * ? [ ] or \\ (it becomes part of a PSUBSCRIBE pattern)`)
+  }
 }
 
 /**
@@ -39,6 +54,12 @@ export async function connectRedis (
     client = new Redis(spec, OWN_CONNECTION)
   } else {
     client = new Redis({ ...spec, ...OWN_CONNECTION })
+  }
+  try {
+    checkKeyPrefix(client.options.keyPrefix)
+  } catch (err) {
+    client.disconnect()
+    throw err
   }
 
   let down = false

@@ -4,6 +4,7 @@ import { connect, createServer, type Socket as TcpSocket } from 'node:net'
 import { setTimeout as delay } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
+import { CHANNEL_KEY } from '../src/cluster.js'
 import { io, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client'
 import { SECRET, tokenFor, uniq, waitFor, type ReadyPayload } from './helper.js'
 import { deleteKeys, REDIS_HOST, REDIS_PORT } from './redis-helper.js'
@@ -91,9 +92,9 @@ export async function poll<T> (what: string, read: () => Promise<T>, ok: (value:
   throw new Error(`${what}: not reached within ${withinMs} ms; last ${error === undefined ? JSON.stringify(last) : String(error)}`)
 }
 
-/** The adapter's request channel (channels carry no ioredis keyPrefix, so the plugin adds it). */
-function requestChannel (keyPrefix: string): string {
-  return `${keyPrefix}socket.io-request#/#`
+/** The adapter's request channel for a namespace (channels carry no ioredis keyPrefix, so the plugin adds it). */
+export function requestChannel (keyPrefix: string, nsp = '/'): string {
+  return `${keyPrefix}${CHANNEL_KEY}-request#${nsp}#`
 }
 
 /** Resolves once `count` nodes listen on the cluster's request channel (their adapters subscribed). */

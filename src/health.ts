@@ -18,6 +18,11 @@ export interface HealthContext {
   path: string
   stats: () => Promise<RealtimeStats>
   store: HistoryStore | null
+  /**
+   * With `redis` configured: whether the plugin's own Redis connections work (it must answer
+   * within its own short bound). Null without `redis`.
+   */
+  redis: (() => Promise<boolean>) | null
 }
 
 async function storeOk (store: HistoryStore): Promise<boolean> {
@@ -29,12 +34,20 @@ async function storeOk (store: HistoryStore): Promise<boolean> {
   }
 }
 
-/** `GET <path>`: 200 when every configured part works, 503 (same shape) when one does not. */
+/**
+ * `GET <path>`: 200 when every configured part works, 503 (same shape) when one does not: the
+ * history store, and Redis whenever it is configured, whatever holds the history.
+ * `history.ok` is about the store alone.
+ */
 export function registerHealth (fastify: FastifyInstance, ctx: HealthContext): void {
   fastify.get(ctx.path, {
     schema: { response: { 200: HealthSchema, 503: HealthSchema } }
   }, async (_request, reply) => {
-    const [stats, ok] = await Promise.all([ctx.stats(), ctx.store === null ? true : storeOk(ctx.store)])
+    const [stats, ok, redisOk] = await Promise.all([
+      ctx.stats(),
+      ctx.store === null ? true : storeOk(ctx.store),
+      ctx.redis === null ? true : ctx.redis().catch(() => false)
+    ])
     const body: Record<string, unknown> = {
       websocket: { enabled: true, connections: stats.node.connections },
       node: stats.node,
@@ -42,7 +55,7 @@ export function registerHealth (fastify: FastifyInstance, ctx: HealthContext): v
     }
     if (stats.cluster !== undefined) body.cluster = stats.cluster
     reply.header('cache-control', 'no-store')
-    reply.code(ok ? 200 : 503)
+    reply.code(ok && redisOk ? 200 : 503)
     return body
   })
 }

@@ -131,7 +131,7 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     log,
     isOpen: () => state.open
   }))
-  if (options.health !== false) registerHealth(fastify, { path: options.health.path, stats, store })
+  if (options.health !== false) registerHealth(fastify, { path: options.health.path, stats, store, redis: options.redis === null ? null : async () => await cluster.reachable() })
 
   // Our own @fastify/jwt lives in a child context, so an app that registers @fastify/jwt
   // after this plugin does not collide with it (and is preferred at ready).
@@ -239,9 +239,17 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     }
     if (options.redis !== null) {
       redis = await connectRedis(fastify, options.redis, log, options.clusterTimeoutMs)
-      redisSub = await connectRedis(fastify, options.redis, log, options.clusterTimeoutMs)
-      if (store instanceof RedisHistoryStore) store.attach(redis)
-      await cluster.connect(redis, redisSub, { timeoutMs: options.clusterTimeoutMs, ...options.cluster })
+      try {
+        redisSub = await connectRedis(fastify, options.redis, log, options.clusterTimeoutMs)
+        if (store instanceof RedisHistoryStore) store.attach(redis)
+        await cluster.connect(redis, redisSub, { timeoutMs: options.clusterTimeoutMs, ...options.cluster })
+      } catch (err) {
+        // a failed ready leaves no connection open
+        await Promise.all([redis, redisSub].map(async (client) => { if (client !== null) await closeRedis(client) }))
+        redis = null
+        redisSub = null
+        throw err
+      }
     }
     auth = new Auth(options.auth, verify, log)
     if (options.limits.sendBufferBytes !== false) sendBuffers = new SendBufferWatch(io, options.limits.sendBufferBytes, log)

@@ -1,7 +1,12 @@
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { MemoryHistoryStore, type HistoryStore } from '../src/index.js'
+import { poll } from './cluster-helper.js'
 import { build, waitFor } from './helper.js'
+import { ownRedis, REDIS_HOST } from './redis-helper.js'
+
+const rejections: unknown[] = []
+process.on('unhandledRejection', (reason) => { rejections.push(reason) })
 
 interface Health {
   websocket: { enabled: boolean, connections: number }
@@ -135,4 +140,43 @@ t.test('history: false reports store none', async (t) => {
     node: { id: await nodeId(app), connections: 0 },
     history: { store: 'none', ok: true }
   })
+})
+
+t.test('with redis configured, health is 503 while Redis is unreachable, whatever holds the history', async (t) => {
+  const redis = await ownRedis(t)
+  const redisAt = (keyPrefix: string): { host: string, port: number, keyPrefix: string } => ({ host: REDIS_HOST, port: redis.port, keyPrefix })
+  const cluster = { heartbeatMs: 100, nodeTtlMs: 1500 }
+  const cases = [
+    { name: 'history in Redis', options: { redis: redisAt('h1:'), cluster }, history: 'redis', okWhileDown: false },
+    { name: 'history: false', options: { redis: redisAt('h2:'), cluster, history: false as const }, history: 'none', okWhileDown: true },
+    { name: 'memory store', options: { redis: redisAt('h3:'), cluster, history: { store: 'memory' as const } }, history: 'memory', okWhileDown: true },
+    { name: 'custom store', options: { redis: redisAt('h4:'), cluster, history: { store: storeWithPing(t, 'custom', async () => true) } }, history: 'custom', okWhileDown: true }
+  ]
+  const apps = []
+  for (const c of cases) apps.push({ ...c, ...(await build(t, c.options)) })
+
+  for (const { name, url, history } of apps) {
+    const up = await health(url)
+    t.equal(up.status, 200, `${name}: 200 while Redis is up`)
+    t.same(up.body.history, { store: history, ok: true })
+  }
+
+  await redis.kill()
+  for (const { name, url, history, okWhileDown } of apps) {
+    const down = await poll(`${name}: 503`, async () => await health(url), (res) => res.status === 503)
+    t.same(Object.keys(down.body).filter((key) => key !== 'cluster').sort(), ['history', 'node', 'websocket'], `${name}: same shape`)
+    t.same(down.body.websocket, { enabled: true, connections: 0 })
+    t.same(down.body.history, { store: history, ok: okWhileDown }, `${name}: history.ok is about the store alone`)
+  }
+
+  await redis.start()
+  for (const { name, url } of apps) {
+    await poll(`${name}: 200 again`, async () => await health(url), (res) => res.status === 200, 15_000)
+  }
+  t.pass('every combination is healthy again by itself')
+})
+
+t.test('no unhandled rejections in this file', async (t) => {
+  await new Promise((resolve) => setImmediate(resolve))
+  t.same(rejections, [])
 })

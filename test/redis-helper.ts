@@ -87,3 +87,22 @@ export async function ownRedis (t: Teardown): Promise<OwnRedis> {
   await start()
   return { port, start, kill }
 }
+
+/** A plain client of the Redis at `port` for a test to inspect or change it (it reconnects after a restart); disconnected at teardown. */
+export function redisClient (t: Teardown, port = REDIS_PORT): Redis {
+  const client = new Redis({ host: REDIS_HOST, port, maxRetriesPerRequest: 1, retryStrategy: () => 50 })
+  client.on('error', () => {})
+  t.teardown(() => { client.disconnect() })
+  return client
+}
+
+/** `CLIENT LIST` of the server `client` is connected to, one record of fields per connection, `client`'s own left out. */
+export async function clientList (client: Redis): Promise<Array<Record<string, string>>> {
+  const [own, list] = await Promise.all([client.client('ID'), client.client('LIST') as Promise<string>])
+  return list.split('\n').filter((line) => line.length > 0)
+    .map((line) => Object.fromEntries(line.split(' ').map((field) => {
+      const at = field.indexOf('=')
+      return [field.slice(0, at), field.slice(at + 1)]
+    })))
+    .filter((fields) => fields.id !== String(own))
+}

@@ -20,6 +20,7 @@ t.test('the packed tarball installs into a fresh app: ESM, CJS and types', { tim
   t.ok(paths.every((p) => p.startsWith('dist/') || ['package.json', 'README.md', 'CHANGELOG.md', 'LICENSE'].includes(p)),
     'only dist and the package documents are published')
   t.ok(paths.includes('dist/index.d.ts') && paths.includes('dist/index.d.cts') && paths.includes('dist/client/index.js'))
+  t.ok(paths.includes('dist/client/browser.global.js'), 'the browser bundle of the client is published')
 
   const app = join(dir, 'app')
   await run('mkdir', ['-p', app])
@@ -76,4 +77,6 @@ export async function bad (): Promise<void> { await app.broadcast('team:1', 'inc
   const types = await run(tsc, ['-p', 'tsconfig.json'], { cwd: app }).then(() => 'ok', (err: { stdout: string }) => err.stdout)
   t.equal(types, 'ok', 'types resolve for import and require')
   t.ok((await readFile(join(app, 'node_modules/fastify-realtime/package.json'), 'utf8')).includes('"exports"'))
+  const browser = (await run('node', ['-e', "console.log(require.resolve('fastify-realtime/client/browser'))"], { cwd: app })).stdout.trim()
+  t.match(await readFile(browser, 'utf8'), /FastifyRealtime/, 'fastify-realtime/client/browser resolves to the bundle')
 })

@@ -198,7 +198,13 @@ t.test('without a keyPrefix the channels are the plugin\'s own, not the adapter\
   const redis = await ownRedis(t)
   // another deployment on the same Redis: plain Socket.IO with the adapter's defaults
   const foreign = new Server(createServer())
-  t.teardown(() => foreign.close())
+  let foreignOpen = true
+  const closeForeign = async (): Promise<void> => {
+    if (!foreignOpen) return
+    foreignOpen = false
+    await foreign.close()
+  }
+  t.teardown(closeForeign)
   const [pub, sub] = [redisClient(t, redis.port), redisClient(t, redis.port)]
   foreign.adapter(createAdapter(pub, sub))
   const admin = redisClient(t, redis.port)
@@ -210,6 +216,9 @@ t.test('without a keyPrefix the channels are the plugin\'s own, not the adapter\
   t.equal(await count('socket.io-request#/#'), 1, 'and only the other deployment on the default ones')
   await a.app.realtime.join('u1', 'team:5')
   t.same(await roomsOf(a.app, 'u1'), [['team:1', 'team:5', 'user:u1']], 'a join does not wait for a server that is not a node')
+  // its unsubscribes must be through before its clients are disconnected (that adapter does not catch them)
+  await closeForeign()
+  await poll('the other deployment is gone', async () => await count('socket.io-request#/#'), (n) => n === 0)
 })
 
 t.test('with a keyPrefix the channels carry it', async (t) => {

@@ -242,7 +242,7 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
       try {
         redisSub = await connectRedis(fastify, options.redis, log, options.clusterTimeoutMs)
         if (store instanceof RedisHistoryStore) store.attach(redis)
-        await cluster.connect(redis, redisSub, { timeoutMs: options.clusterTimeoutMs, ...options.cluster })
+        await cluster.connect(redis, redisSub, { timeoutMs: options.clusterTimeoutMs, ...options.cluster, onResubscribed: missedWhileAway })
       } catch (err) {
         // a failed ready leaves no connection open
         await Promise.all([redis, redisSub].map(async (client) => { if (client !== null) await closeRedis(client) }))
@@ -256,14 +256,28 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     state.open = !state.closing
   })
 
+  // Closing the transport (not a Socket.IO disconnect) lets clients reconnect, to another node,
+  // with `since`: they authenticate again, are granted again and catch up from the log.
+  const closeAll = (): number => {
+    const { clients } = io.engine as unknown as { clients: Record<string, { close: () => void }> }
+    let closed = 0
+    for (const id in clients) {
+      clients[id]!.close()
+      closed++
+    }
+    return closed
+  }
+  // While this node's Redis subscriber was away, its sockets missed what other nodes broadcast
+  // and the membership changes they made: reconnecting them is what brings both back, from the
+  // shared log and from rooms(user).
+  const missedWhileAway = (): void => {
+    const closed = closeAll()
+    if (closed > 0) log.info({ transports: closed }, 'fastify-realtime: Redis subscriber back; clients reconnect to catch up on what they missed')
+  }
+
   fastify.addHook('preClose', function closeTransports (done) {
     state.open = false
     state.closing = true
-    // Closing the transport (not a Socket.IO disconnect) lets clients reconnect, to another node.
-    const closeAll = (): void => {
-      const { clients } = io.engine as unknown as { clients: Record<string, { close: () => void }> }
-      for (const client of Object.values(clients)) client.close()
-    }
     if (options.preClose === null) {
       closeAll()
       done()
@@ -283,8 +297,9 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     state.closing = true
     sendBuffers?.close()
     auth?.close()
-    await io.close()
+    // leave the cluster figures first, so other nodes stop waiting on this one at once
     await cluster.close()
+    await io.close()
     if (ownsStore) await store?.close?.()
     await Promise.all([redis, redisSub].map(async (client) => { if (client !== null) await closeRedis(client) }))
   })

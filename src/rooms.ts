@@ -13,7 +13,7 @@ import {
   userScope,
   type Position
 } from './protocol.js'
-import type { ReadyMessage, RealtimeServer, RealtimeSocket, RealtimeUser } from './types.js'
+import type { ReadyMessage, RealtimeSocket, RealtimeUser } from './types.js'
 import { reply, withTimeout } from './util.js'
 
 type Options = Pick<NormalizedOptions, 'rooms' | 'canSubscribe' | 'limits'> & { timeoutMs: number }
@@ -133,29 +133,6 @@ export class Rooms {
     if (!socket.connected) return
     const ready: ReadyMessage = { userId: socket.data.userId, scopes, positions }
     socket.emit(EVENT_READY, ready)
-  }
-
-  /**
-   * Asks again, for every local socket, whether it may stay in each scope it holds, and takes it
-   * out of those it may not: membership changes made while this node could not hear them
-   * (its Redis subscriber was away) are applied late rather than never.
-   */
-  async recheck (io: RealtimeServer): Promise<void> {
-    for (const socket of io.of('/').sockets.values()) {
-      const own = userScope(socket.data.userId)
-      const held = [...socket.rooms].filter((room) => room !== socket.id && room !== own)
-      if (held.length === 0) continue
-      try {
-        const granted = new Set(await this.#ask(socket.data.user))
-        for (const scope of held) {
-          if (granted.has(scope)) continue
-          if (await this.#allowedBeyondRooms(socket.data.user, scope)) continue
-          socket.leave(scope)
-        }
-      } catch (err) {
-        this.#log.warn({ err, userId: socket.data.userId }, 'fastify-realtime: memberships could not be checked again; kept as they are')
-      }
-    }
   }
 
   #clean (scopes: readonly string[], userId: string): string[] {

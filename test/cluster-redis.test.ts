@@ -7,6 +7,7 @@ import { Redis as RedisClient } from 'ioredis'
 import { createAdapter } from '@socket.io/redis-adapter'
 import { Server } from 'socket.io'
 import { io as ioClient } from 'socket.io-client'
+import { connect } from '../src/client/index.js'
 import { Cluster } from '../src/cluster.js'
 import { clientFor, clusterPrefix, poll, requestChannel, startCluster, startNode, type NodeProcess } from './cluster-helper.js'
 import type { FastifyRealtimeOptions } from '../src/index.js'
@@ -60,6 +61,8 @@ t.test('a namespace created during an outage fans out once Redis is back', async
   t.same(rejections.slice(before), [], 'the refused subscribe is not an unhandled rejection')
 
   await redis.start()
+  // once A hears Redis again it closes its transports (its clients catch up); connect after that
+  await poll('A subscribed again', async () => await status(a.app), (code) => code === 200, 15_000)
   const socket = ioClient(`${a.url}/late`, { transports: ['websocket'], forceNew: true, reconnection: false, auth: { token: tokenFor('u1') } })
   t.teardown(() => { socket.disconnect() })
   await waitFor(socket, 'connect')
@@ -104,7 +107,8 @@ t.test('a live node whose subscriber is down: the operation rejects, and works a
   const cluster = { heartbeatMs: 100, nodeTtlMs: 5000 }
   const a = await build(t, { rooms: () => ['team:1'], redis: { ...options }, cluster, clusterTimeoutMs: 3000 })
   const b = await build(t, { rooms: () => ['team:1'], redis: { ...options, username: 'node-b', password: 'pw' }, cluster, clusterTimeoutMs: 3000 })
-  await b.connected('u1')
+  // it reconnects when B, its subscriber back, closes its transports
+  const { socket } = await b.connected('u1', { reconnection: true, reconnectionDelay: 20, reconnectionDelayMax: 50 })
   await poll('A counts both nodes', async () => await a.app.realtime.stats(), (s) => s.cluster?.nodes === 2)
 
   // Redis drops B's subscriber and refuses it the channels: B lives on (it still beats), deaf
@@ -117,12 +121,51 @@ t.test('a live node whose subscriber is down: the operation rejects, and works a
   }, 'join does not report success for a node that never heard it')
   t.same(await roomsOf(b.app, 'u1'), [['team:1', 'user:u1']], 'and B indeed did not apply it')
 
+  const back = waitFor(socket, 'realtime:ready')
   await admin.call('ACL', 'SETUSER', 'node-b', 'allchannels')
   await poll('B subscribed again', async () => await status(b.app), (code) => code === 200)
+  await back
   await a.app.realtime.join('u1', 'team:9')
   t.same(await roomsOf(b.app, 'u1'), [['team:1', 'team:9', 'user:u1']], 'the next operation reaches B and resolves')
   await a.app.realtime.leave('u1', 'team:9')
   t.same(await roomsOf(b.app, 'u1'), [['team:1', 'user:u1']])
+})
+
+t.test('a node whose subscriber was away has its clients reconnect and catch up on what they missed', async (t) => {
+  const redis = await ownRedis(t)
+  const admin = redisClient(t, redis.port)
+  await admin.call('ACL', 'SETUSER', 'node-b', 'on', '>pw', '~*', '&*', '+@all')
+  const options = { host: REDIS_HOST, port: redis.port, keyPrefix: 'away:' }
+  const cluster = { heartbeatMs: 100, nodeTtlMs: 5000 }
+  const members = new Set(['team:1', 'team:2'])
+  const rooms = (): string[] => [...members]
+  const a = await build(t, { rooms, redis: { ...options }, cluster, clusterTimeoutMs: 3000 })
+  const b = await build(t, { rooms, redis: { ...options, username: 'node-b', password: 'pw' }, cluster, clusterTimeoutMs: 3000 })
+  const client = connect(b.url, { token: tokenFor('u1'), io: { transports: ['websocket'], forceNew: true, reconnectionDelay: 20, reconnectionDelayMax: 50 } })
+  t.teardown(() => { client.close() })
+  const delivered: Array<[unknown, { scope: string, seq?: number, replayed?: true }]> = []
+  client.on('ev' as never, (payload: unknown, meta: { scope: string, seq?: number, replayed?: true }) => { delivered.push([payload, meta]) })
+  const [first] = await waitFor<[{ scopes: string[] }]>(client.socket, 'realtime:ready')
+  t.same(first.scopes.sort(), ['team:1', 'team:2', 'user:u1'])
+  await poll('A counts both nodes', async () => await a.app.realtime.stats(), (s) => s.cluster?.nodes === 2)
+
+  await admin.call('ACL', 'SETUSER', 'node-b', 'resetchannels')
+  await poll('B reports its subscriber down', async () => await status(b.app), (code) => code === 503)
+  // while B is deaf: A broadcasts (stored in the shared log) and the user loses team:2
+  t.match(await a.app.broadcast('team:1', 'ev', { n: 1 }), { seq: 1, stored: true })
+  members.delete('team:2')
+  await t.rejects(a.app.realtime.leave('u1', 'team:2'), { code: 'FST_REALTIME_CLUSTER_UNAVAILABLE' })
+  t.same(delivered, [], 'B\'s client heard nothing live')
+
+  const again = waitFor<[{ scopes: string[] }]>(client.socket, 'realtime:ready')
+  await admin.call('ACL', 'SETUSER', 'node-b', 'allchannels')
+  const [ready] = await again
+  t.same(ready.scopes.sort(), ['team:1', 'user:u1'], 'granted again from rooms(user): team:2 is gone')
+  await poll('the missed event is delivered', async () => delivered.length, (n) => n >= 1)
+  t.same(delivered.map(([payload, meta]) => [payload, meta.seq, meta.replayed]), [[{ n: 1 }, 1, true]], 'replayed from the shared log, once')
+  const live = waitFor<[unknown]>(client.socket, 'ev')
+  await a.app.broadcast('team:1', 'ev', { n: 2 })
+  t.same((await live)[0], { n: 2 }, 'and cross-node delivery goes on')
 })
 
 t.test('operations from other nodes are checked: unknown ops, bad user ids and scopes are ignored, never applied', async (t) => {
@@ -301,11 +344,16 @@ t.test('after a Redis restart: both nodes counted again, membership both ways, d
     HEARTBEAT_MS: '100'
   }
   const [a, b] = await startCluster(t, 2, env) as [NodeProcess, NodeProcess]
-  const onA = await clientFor(t, a.url, 'u1')
-  const onB = await clientFor(t, b.url, 'u2')
+  // each node reconnects its clients once it hears Redis again, so they catch up on what they missed
+  const reconnecting = { reconnection: true, reconnectionDelay: 20, reconnectionDelayMax: 100 }
+  const onA = await clientFor(t, a.url, 'u1', reconnecting)
+  const onB = await clientFor(t, b.url, 'u2', reconnecting)
+  const readyAgain = [waitFor(onA.socket, 'realtime:ready'), waitFor(onB.socket, 'realtime:ready')]
   await redis.kill()
   await poll('A sees Redis gone', async () => await a.get('/health/realtime'), (res) => res.status === 503)
   await redis.start()
+  await Promise.all(readyAgain)
+  t.pass('both clients reconnected and were granted again')
 
   for (const [name, node] of [['A', a], ['B', b]] as const) {
     const health = await poll(`${name} healthy with both nodes`, async () => await node.get('/health/realtime'),

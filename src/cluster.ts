@@ -254,11 +254,17 @@ export class Cluster {
   #heartbeat: NodeJS.Timeout | undefined
   #lastCounts: ClusterCounts | undefined
   #lastCountsAt = 0
+  readonly #onRemoved: (userId: string, disconnected: boolean) => void
 
-  constructor (io: RealtimeServer, nodeId: string, log: FastifyBaseLogger) {
+  /**
+   * `onRemoved` hears every leave and disconnect applied on this node (issued here or on another
+   * node), so authorizations still in flight for that user are not answered from stale grants.
+   */
+  constructor (io: RealtimeServer, nodeId: string, log: FastifyBaseLogger, onRemoved: (userId: string, disconnected: boolean) => void = () => {}) {
     this.#io = io
     this.#nodeId = nodeId
     this.#log = log
+    this.#onRemoved = onRemoved
     // Called by the adapter with whatever another node (or anything else that can publish on
     // the channel) sent: checked here, and nothing thrown back into the adapter.
     io.of('/').on(CLUSTER_EVENT, (message: unknown, ack?: unknown) => {
@@ -443,6 +449,7 @@ export class Cluster {
   }
 
   #apply (operation: Operation): void {
+    if (operation.op !== 'join') this.#onRemoved(operation.userId, operation.op === 'disconnect')
     const sockets = this.#io.local.in(userScope(operation.userId))
     if (operation.op === 'join') sockets.socketsJoin(operation.scope)
     else if (operation.op === 'leave') sockets.socketsLeave(operation.scope)

@@ -96,8 +96,8 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
   }
   let redis: Redis | null = null
   let redisSub: Redis | null = null
-  const cluster = new Cluster(io, nodeId, log)
   const rooms = new Rooms({ ...options, timeoutMs: options.auth.timeoutMs }, store, log)
+  const cluster = new Cluster(io, nodeId, log, (userId, disconnected) => { rooms.revoke(userId, disconnected) })
 
   const stats = async (): Promise<RealtimeStats> => {
     const node = { id: nodeId, connections: io.of('/').sockets.size }
@@ -106,17 +106,8 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
   }
   const api: RealtimeApi = {
     join: async (userId, scope) => await cluster.join(userIdOf(userId), memberScope(scope)),
-    leave: async (userId, scope) => {
-      const id = userIdOf(userId)
-      const checked = memberScope(scope)
-      rooms.revoke(id)
-      await cluster.leave(id, checked)
-    },
-    disconnectUser: async (userId) => {
-      const id = userIdOf(userId)
-      rooms.revoke(id, true)
-      await cluster.disconnectUser(id)
-    },
+    leave: async (userId, scope) => await cluster.leave(userIdOf(userId), memberScope(scope)),
+    disconnectUser: async (userId) => await cluster.disconnectUser(userIdOf(userId)),
     stats,
     history: store
   }

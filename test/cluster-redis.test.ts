@@ -168,6 +168,37 @@ t.test('a node whose subscriber was away has its clients reconnect and catch up 
   t.same((await live)[0], { n: 2 }, 'and cross-node delivery goes on')
 })
 
+t.test('a leave() issued on another node while a subscribe waits on rooms() is not lost', async (t) => {
+  const options = redisOptions(t)
+  const members = new Set(['u1'])
+  let hold: Promise<void> | null = null
+  let entered!: () => void
+  const rooms = async (user: { id: string | number }): Promise<string[]> => {
+    const answer = members.has(String(user.id)) ? ['team:1'] : []
+    if (hold !== null) {
+      entered()
+      await hold
+    }
+    return answer
+  }
+  const a = await build(t, { rooms, redis: { ...options }, cluster: FAST })
+  const b = await build(t, { rooms, redis: { ...options }, cluster: FAST })
+  await poll('A counts both nodes', async () => await a.app.realtime.stats(), (s) => s.cluster?.nodes === 2)
+  const { socket } = await b.connected('u1')
+  await b.app.realtime.leave('u1', 'team:1')
+  let release!: () => void
+  hold = new Promise((resolve) => { release = resolve })
+  const asked = new Promise<void>((resolve) => { entered = resolve })
+  const ack = socket.timeout(10_000).emitWithAck('realtime:subscribe', { scope: 'team:1' })
+  await asked
+  members.delete('u1')
+  await a.app.realtime.leave('u1', 'team:1') // applied on B while B's lookup waits
+  hold = null
+  release()
+  t.match(await ack, { ok: false, error: { code: 'FORBIDDEN' } }, 'the answer from before the leave is not used')
+  t.same(await roomsOf(b.app, 'u1'), [['user:u1']])
+})
+
 t.test('operations from other nodes are checked: unknown ops, bad user ids and scopes are ignored, never applied', async (t) => {
   const options = redisOptions(t)
   const { app, connected } = await build(t, { rooms: () => ['team:1'], redis: options, cluster: FAST })

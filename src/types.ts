@@ -91,13 +91,19 @@ export interface RealtimeStats {
   cluster?: { nodes: number, connections: number }
 }
 
-/** `fastify.realtime` */
+/**
+ * `fastify.realtime`. `join`, `leave` and `disconnectUser` act on the user's sockets on every node
+ * and resolve once every live node applied them. They reject with `FST_REALTIME_CLUSTER_TIMEOUT`
+ * when a listening node does not answer within `clusterTimeoutMs`, and at once with
+ * `FST_REALTIME_CLUSTER_UNAVAILABLE` when this node cannot reach Redis or a live node is not
+ * listening; either way the change was applied here and on every node that answered.
+ */
 export interface RealtimeApi {
-  /** Joins every socket of `userId` to `scope`. */
+  /** Joins every socket of `userId` to `scope` (also make `rooms()` grant it: subscribes are checked against it). */
   join: (userId: string | number, scope: string) => Promise<void>
-  /** Removes every socket of `userId` from `scope`. */
+  /** Removes every socket of `userId` from `scope`; authorizations in flight for the user are asked again. */
   leave: (userId: string | number, scope: string) => Promise<void>
-  /** Disconnects every socket of `userId` (they do not reconnect by themselves). */
+  /** Disconnects every socket of `userId` (they do not reconnect by themselves); handshakes in flight are refused. */
   disconnectUser: (userId: string | number) => Promise<void>
   stats: () => Promise<RealtimeStats>
   /** The history store in use, or null with `history: false`. */
@@ -171,7 +177,12 @@ export interface FastifyRealtimeOptions {
   canSubscribe?: (user: RealtimeUser, scope: string) => Promise<boolean> | boolean
   /** Event log for catch-up; `false` turns it off. @default { store: 'memory', ttl: 300, max: 50 } */
   history?: false | RealtimeHistoryOptions
-  /** Redis for history and multi-node fan-out: `true` reuses `fastify.redis`, or a URL / ioredis options. */
+  /**
+   * Redis for history and multi-node fan-out: `true` reuses `fastify.redis` (duplicated; the app's
+   * client is never closed), or a URL / ioredis options (the plugin's own connections, closed on
+   * `close()`). Keys and channels live under the client's `keyPrefix`, which must not contain
+   * `* ? [ ] \`.
+   */
   redis?: true | string | RedisOptions
   /** Health route; `false` removes it. @default { path: '/health/realtime' } */
   health?: false | { path?: string }

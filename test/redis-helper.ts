@@ -53,6 +53,20 @@ export interface OwnRedis {
   kill: () => Promise<void>
 }
 
+/**
+ * Starts `redis-server` with `args`, tied to this test process: besides the test's own kill, a
+ * small watchdog kills it by its pid once this process is gone, so a test process that dies
+ * (a timeout, a crash) leaves no server behind.
+ */
+export function spawnRedis (args: string[]): ChildProcess {
+  const child = spawn('redis-server', args, { stdio: 'ignore' })
+  if (child.pid !== undefined) {
+    const watchdog = spawn('sh', ['-c', `while kill -0 ${process.pid} 2>/dev/null && kill -0 ${child.pid} 2>/dev/null; do sleep 1; done; kill -9 ${child.pid} 2>/dev/null; exit 0`], { stdio: 'ignore', detached: true })
+    watchdog.unref()
+  }
+  return child
+}
+
 /** A redis-server of this test's own on a free loopback port (nothing on disk); killed at teardown. */
 export async function ownRedis (t: Teardown): Promise<OwnRedis> {
   const port = await freePort()
@@ -66,7 +80,7 @@ export async function ownRedis (t: Teardown): Promise<OwnRedis> {
     await exited
   }
   const start = async (): Promise<void> => {
-    child = spawn('redis-server', ['--port', String(port), '--bind', REDIS_HOST, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' })
+    child = spawnRedis(['--port', String(port), '--bind', REDIS_HOST, '--save', '', '--appendonly', 'no'])
     // the server needs a moment to listen: probe until it answers (bounded)
     for (let attempt = 0; ; attempt++) {
       const probe = new Redis({ host: REDIS_HOST, port, lazyConnect: true, retryStrategy: () => null })

@@ -1,11 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
-import { REDIS_HOST } from '../redis-helper.js'
+import { REDIS_HOST, spawnRedis } from '../redis-helper.js'
 
 interface Teardown {
   teardown: (fn: () => unknown) => void
@@ -47,10 +47,10 @@ export async function durableRedis (t: Teardown): Promise<DurableRedis> {
     await exited
   }
   const start = async (): Promise<void> => {
-    child = spawn('redis-server', [
+    child = spawnRedis([
       '--port', String(port), '--bind', REDIS_HOST, '--dir', dir,
       '--save', '', '--appendonly', 'yes', '--appendfsync', 'always'
-    ], { stdio: 'ignore' })
+    ])
     // the server needs a moment to listen and load its file: probe until it answers (bounded)
     for (let attempt = 0; ; attempt++) {
       const probe = new Redis({ host: REDIS_HOST, port, lazyConnect: true, retryStrategy: () => null })

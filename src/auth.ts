@@ -3,10 +3,10 @@ import type { ExtendedError } from 'socket.io'
 import type { NormalizedOptions } from './options.js'
 import { EVENT_AUTH, EVENT_AUTH_EXPIRED, ackError, userIdString, type ConnectErrorCode } from './protocol.js'
 import type { RealtimeClaims, RealtimeSocket, RealtimeUser } from './types.js'
-import { reply, withTimeout } from './util.js'
+import { isPromiseLike, reply, withTimeout } from './util.js'
 
-/** Turns a token into verified claims, or throws the verifier's error. */
-export type VerifyToken = (token: string) => Promise<RealtimeClaims>
+/** Turns a token into verified claims (a promise for a key fetched on demand), or throws the verifier's error. */
+export type VerifyToken = (token: string) => RealtimeClaims | Promise<RealtimeClaims>
 
 /** A refused handshake: Socket.IO sends `message` and `data` to the client's `connect_error`. */
 export class ConnectError extends Error implements ExtendedError {
@@ -37,12 +37,18 @@ function looksLikeJwt (value: string): boolean {
 }
 
 function tokenInQuery (handshake: Handshake): boolean {
-  for (const [name, value] of Object.entries(handshake.query ?? {})) {
+  const query = handshake.query as Record<string, unknown> | undefined
+  for (const name in query) {
     if (QUERY_TOKEN_NAMES.has(name.toLowerCase())) return true
-    const values = Array.isArray(value) ? value : [value]
-    if (values.some((v) => typeof v === 'string' && looksLikeJwt(v))) return true
+    const value = query[name]
+    if (typeof value === 'string' ? isJwt(value) : Array.isArray(value) && value.some(isJwt)) return true
   }
   return false
+}
+
+/** A JWT has two dots; most query values (EIO=4, transport=websocket) are ruled out by that alone. */
+function isJwt (value: unknown): boolean {
+  return typeof value === 'string' && value.indexOf('.') !== value.lastIndexOf('.') && looksLikeJwt(value)
 }
 
 /** The token from `auth.token`, else from `Authorization: Bearer`; null when neither is there. */
@@ -183,8 +189,12 @@ export class Auth {
     }
   }
 
-  /** Verifies the handshake and looks the user up; throws a ConnectError to refuse. */
-  async authenticate (socket: RealtimeSocket): Promise<Authenticated> {
+  /**
+   * Verifies the handshake and looks the user up; throws (or rejects with) a ConnectError to
+   * refuse. Answers synchronously when the verifier and the lookup do, as they usually do: a
+   * handshake then costs no promise.
+   */
+  authenticate (socket: RealtimeSocket): Authenticated | Promise<Authenticated> {
     if (tokenInQuery(socket.handshake)) {
       throw new ConnectError('AUTH_INVALID', 'Tokens in the query string are refused; send the token as auth.token')
     }
@@ -192,8 +202,10 @@ export class Auth {
     if (token === null) {
       throw new ConnectError('AUTH_REQUIRED', 'A token is required: connect with auth: { token }')
     }
-    const claims = await this.#claims(token)
-    return await this.#lookup(claims, socket)
+    const claims = this.#claims(token)
+    return isPromiseLike(claims)
+      ? Promise.resolve(claims).then((verified) => this.#lookup(verified, socket))
+      : this.#lookup(claims, socket)
   }
 
   /** Starts the expiry watch and answers `realtime:auth` refreshes. */
@@ -211,13 +223,21 @@ export class Auth {
     this.#grace.clear()
   }
 
-  async #claims (token: string): Promise<RealtimeClaims> {
-    let claims: RealtimeClaims
+  /** The token's claims, checked; a promise only when the verifier gives one (a key fetched on demand). */
+  #claims (token: string): RealtimeClaims | Promise<RealtimeClaims> {
+    let claims: RealtimeClaims | Promise<RealtimeClaims>
     try {
-      claims = await this.#verify(token)
+      claims = this.#verify(token)
     } catch (err) {
       throw verifyFailure(err)
     }
+    if (isPromiseLike(claims)) {
+      return Promise.resolve(claims).then((verified) => this.#checked(verified), (err: unknown) => { throw verifyFailure(err) })
+    }
+    return this.#checked(claims)
+  }
+
+  #checked (claims: RealtimeClaims): RealtimeClaims {
     if (claims === null || typeof claims !== 'object') {
       throw new ConnectError('AUTH_INVALID', 'The token is not valid')
     }
@@ -227,14 +247,16 @@ export class Auth {
     return claims
   }
 
-  async #lookup (claims: RealtimeClaims, socket: RealtimeSocket): Promise<Authenticated> {
-    let user: RealtimeUser | null | false | undefined
-    try {
-      user = await withTimeout(() => this.#options.user(claims, socket), this.#options.timeoutMs, 'auth.user')
-    } catch (err) {
+  #lookup (claims: RealtimeClaims, socket: RealtimeSocket): Authenticated | Promise<Authenticated> {
+    const user = withTimeout(() => this.#options.user(claims, socket), this.#options.timeoutMs, 'auth.user')
+    if (!isPromiseLike(user)) return this.#accepted(claims, user)
+    return Promise.resolve(user).then((found) => this.#accepted(claims, found), (err: unknown) => {
       this.#log.warn({ err }, 'fastify-realtime: user lookup failed')
       throw new ConnectError('UNAVAILABLE', 'The user could not be looked up right now; try again')
-    }
+    })
+  }
+
+  #accepted (claims: RealtimeClaims, user: RealtimeUser | null | false | undefined): Authenticated {
     if (!user) throw new ConnectError('USER_REJECTED', 'This user may not connect')
     const userId = userIdString(user.id)
     if (userId === null) {

@@ -6,7 +6,7 @@ import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import { Server, type ServerOptions } from 'socket.io'
-import { Auth, ConnectError, type VerifyToken } from './auth.js'
+import { Auth, ConnectError, type Authenticated, type VerifyToken } from './auth.js'
 import { createBroadcast } from './broadcast.js'
 import { Cluster } from './cluster.js'
 import { FST_REALTIME_INVALID_OPTION, FST_REALTIME_INVALID_SCOPE, FST_REALTIME_INVALID_USER_ID } from './errors.js'
@@ -18,6 +18,7 @@ import { normalizeOptions, type NormalizedOptions } from './options.js'
 import { isScope, userIdString } from './protocol.js'
 import { HandshakeGuard, SendBufferWatch, limitRate } from './limits.js'
 import { closeRedis, connectRedis } from './redis.js'
+import { isPromiseLike } from './util.js'
 import { Rooms, type Grant } from './rooms.js'
 import type { FastifyRealtimeOptions, RealtimeApi, RealtimeClaims, RealtimeServer, RealtimeSocket, RealtimeStats } from './types.js'
 
@@ -155,27 +156,45 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     }
     let grant: Grant | undefined
     let userId: string | undefined
-    auth.authenticate(socket)
-      .then(async (authenticated) => {
-        userId = authenticated.userId
-        socket.data.claims = authenticated.claims
-        socket.data.user = authenticated.user
-        socket.data.userId = authenticated.userId
-        if (!main) return
-        grant = rooms.open(userId)
-        granted.set(socket, { scopes: await rooms.granted(authenticated.user, userId, grant), grant })
-      })
-      .then(() => {
-        handshakes.end(conn, socket.nsp.name)
-        handshakes.authenticated(conn)
-        next()
-      }, (err: unknown) => {
-        handshakes.end(conn, socket.nsp.name)
-        if (grant !== undefined && userId !== undefined) rooms.settle(userId, grant)
-        if (err instanceof ConnectError) return next(err)
-        log.error({ err }, 'fastify-realtime: handshake failed')
-        next(new ConnectError('UNAVAILABLE', 'The server could not complete the handshake; try again'))
-      })
+    const verified = auth
+    const admitted = (authenticated: Authenticated): void | Promise<void> => {
+      userId = authenticated.userId
+      socket.data.claims = authenticated.claims
+      socket.data.user = authenticated.user
+      socket.data.userId = authenticated.userId
+      if (!main) return
+      const opened = rooms.open(userId)
+      grant = opened
+      const scopes = rooms.granted(authenticated.user, userId, opened)
+      if (!isPromiseLike(scopes)) {
+        granted.set(socket, { scopes, grant: opened })
+        return
+      }
+      return Promise.resolve(scopes).then((answer) => { granted.set(socket, { scopes: answer, grant: opened }) })
+    }
+    const passed = (): void => {
+      handshakes.end(conn, socket.nsp.name)
+      handshakes.authenticated(conn)
+      next()
+    }
+    const refused = (err: unknown): void => {
+      handshakes.end(conn, socket.nsp.name)
+      if (grant !== undefined && userId !== undefined) rooms.settle(userId, grant)
+      if (err instanceof ConnectError) return next(err)
+      log.error({ err }, 'fastify-realtime: handshake failed')
+      next(new ConnectError('UNAVAILABLE', 'The server could not complete the handshake; try again'))
+    }
+    // synchronous from end to end when the verifier and the app's lookups are: no promise per handshake
+    let outcome: void | Promise<void>
+    try {
+      const authenticated = verified.authenticate(socket)
+      outcome = isPromiseLike(authenticated) ? Promise.resolve(authenticated).then(admitted) : admitted(authenticated)
+    } catch (err) {
+      refused(err)
+      return
+    }
+    if (isPromiseLike(outcome)) Promise.resolve(outcome).then(passed, refused)
+    else passed()
   }
   io.use(authenticate)
   // every namespace is authenticated, including ones the app creates later (and dynamic children)
@@ -203,19 +222,25 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     }
     if (options.rateLimit !== false) limitRate(socket, options.rateLimit.max, options.rateLimit.windowMs)
     auth.attach(socket)
-    // a membership change that landed between the grant and the join: ask again first
-    const fresh = grant.revoked ? rooms.granted(socket.data.user, userId, grant) : scopes
-    const attached = Promise.resolve(fresh).then((current) => {
-      rooms.settle(userId, grant)
-      return rooms.attach(socket, current)
-    }, (err: unknown) => {
-      rooms.settle(userId, grant)
-      throw err
-    })
-    attached.catch((err: unknown) => {
+    const setupFailed = (err: unknown): void => {
       log.error({ err }, 'fastify-realtime: connection setup failed')
       socket.disconnect(true)
-    })
+    }
+    if (!grant.revoked) {
+      rooms.settle(userId, grant)
+      try {
+        rooms.attach(socket, scopes)?.catch(setupFailed)
+      } catch (err) {
+        setupFailed(err)
+      }
+      return
+    }
+    // a membership change that landed between the grant and the join: ask again first
+    Promise.resolve()
+      .then(() => rooms.granted(socket.data.user, userId, grant))
+      .finally(() => rooms.settle(userId, grant))
+      .then((current) => rooms.attach(socket, current))
+      .catch(setupFailed)
   })
 
   fastify.addHook('onReady', async function wireRealtime () {
@@ -224,10 +249,8 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
       throw new FST_REALTIME_INVALID_OPTION('auth.secret', 'is required when the app does not register @fastify/jwt')
     }
     const perCall = jwt === ownJwt ? undefined : options.auth.verify
-    const verify: VerifyToken = async (token) => {
-      const claims: unknown = perCall === undefined ? jwt.verify(token) : jwt.verify(token, perCall as never)
-      return await (claims as Promise<RealtimeClaims> | RealtimeClaims)
-    }
+    const verify: VerifyToken = (token) =>
+      (perCall === undefined ? jwt.verify(token) : jwt.verify(token, perCall as never)) as RealtimeClaims | Promise<RealtimeClaims>
     if (options.redis !== null) {
       redis = await connectRedis(fastify, options.redis, log, options.clusterTimeoutMs)
       try {

@@ -50,8 +50,8 @@ export class HandshakeGuard {
   readonly #max: number | false
   readonly #pending = new Map<string, number>()
   readonly #open = new WeakSet<object>()
-  /** Transports with a namespace handshake running, by namespace: a second CONNECT meanwhile is refused. */
-  readonly #running = new WeakMap<object, Set<string>>()
+  /** Namespaces with a handshake running, per transport (nearly always just `/`): a second CONNECT meanwhile is refused. */
+  readonly #running = new WeakMap<object, string | Set<string>>()
 
   constructor (max: number | false) {
     this.#max = max
@@ -83,16 +83,25 @@ export class HandshakeGuard {
 
   /** Marks a namespace handshake as running on `conn`; false when one already is. */
   begin (conn: object, namespace: string): boolean {
-    let running = this.#running.get(conn)
-    if (running === undefined) this.#running.set(conn, running = new Set())
-    if (running.has(namespace)) return false
-    running.add(namespace)
+    const running = this.#running.get(conn)
+    if (running === undefined) {
+      this.#running.set(conn, namespace)
+      return true
+    }
+    if (running === namespace || (typeof running !== 'string' && running.has(namespace))) return false
+    if (typeof running === 'string') this.#running.set(conn, new Set([running, namespace]))
+    else running.add(namespace)
     return true
   }
 
   end (conn: object, namespace: string): void {
     const running = this.#running.get(conn)
     if (running === undefined) return
+    if (running === namespace) {
+      this.#running.delete(conn)
+      return
+    }
+    if (typeof running === 'string') return
     running.delete(namespace)
     if (running.size === 0) this.#running.delete(conn)
   }

@@ -14,7 +14,7 @@ import {
   type Position
 } from './protocol.js'
 import type { ReadyMessage, RealtimeSocket, RealtimeUser } from './types.js'
-import { reply, withTimeout } from './util.js'
+import { isPromiseLike, reply, withTimeout } from './util.js'
 
 type Options = Pick<NormalizedOptions, 'rooms' | 'canSubscribe' | 'limits'> & { timeoutMs: number }
 
@@ -100,39 +100,91 @@ export class Rooms {
 
   /**
    * The scopes `rooms(user)` grants, cleaned and capped at `limits.scopesPerSocket`; asked again
-   * when a membership change lands meanwhile. Throws a ConnectError when the app cannot answer.
+   * when a membership change lands meanwhile. Throws (or rejects with) a ConnectError when the
+   * app cannot answer. A synchronous `rooms` is answered synchronously: nothing can land meanwhile.
    */
-  async granted (user: RealtimeUser, userId: string, grant: Grant): Promise<string[]> {
+  granted (user: RealtimeUser, userId: string, grant: Grant): string[] | Promise<string[]> {
+    grant.revoked = false
+    let scopes: readonly string[] | Promise<readonly string[]>
+    try {
+      scopes = this.#ask(user)
+    } catch (err) {
+      throw this.#lookupFailed(err)
+    }
+    if (!isPromiseLike(scopes)) return this.#clean(scopes, userId)
+    return this.#grantedLater(scopes, user, userId, grant)
+  }
+
+  async #grantedLater (first: Promise<readonly string[]>, user: RealtimeUser, userId: string, grant: Grant): Promise<string[]> {
+    let asking = first
     for (let ask = 1; ; ask++) {
-      grant.revoked = false
       let scopes: readonly string[]
       try {
-        scopes = await this.#ask(user)
+        scopes = await asking
       } catch (err) {
-        this.#log.warn({ err }, 'fastify-realtime: rooms(user) failed at connect')
-        throw new ConnectError('UNAVAILABLE', 'Memberships could not be looked up right now; try again')
+        throw this.#lookupFailed(err)
       }
       if (grant.disconnected) throw new ConnectError('UNAVAILABLE', 'This user was disconnected; try again')
       if (!grant.revoked) return this.#clean(scopes, userId)
       if (ask >= MAX_ASKS) throw new ConnectError('UNAVAILABLE', 'Memberships kept changing; try again')
+      grant.revoked = false
+      asking = Promise.resolve().then(() => this.#ask(user))
     }
   }
 
-  /** Joins the granted scopes, answers subscribe/unsubscribe, catches up, then says ready. */
-  async attach (socket: RealtimeSocket, scopes: string[]): Promise<void> {
+  #lookupFailed (err: unknown): ConnectError {
+    this.#log.warn({ err }, 'fastify-realtime: rooms(user) failed at connect')
+    return new ConnectError('UNAVAILABLE', 'Memberships could not be looked up right now; try again')
+  }
+
+  /**
+   * Joins the granted scopes, answers subscribe/unsubscribe, catches up, then says ready. With
+   * nothing to replay and a synchronous store, all of it happens before it returns.
+   */
+  attach (socket: RealtimeSocket, scopes: string[]): Promise<void> | undefined {
     socket.on(EVENT_SUBSCRIBE, this.#onSubscribe)
     socket.on(EVENT_UNSUBSCRIBE, this.#onUnsubscribe)
 
     socket.join(scopes)
     const since = sinceMap((socket.handshake.auth as { since?: unknown } | undefined)?.since)
-    const positions: Record<string, Position> = {}
-    await Promise.all(scopes.map(async (scope) => {
-      const { position } = await catchUp(socket, this.#store, scope, since?.[scope], this.#warnCatchUp)
-      if (position !== null) positions[scope] = position
-    }))
-    if (!socket.connected) return
-    const ready: ReadyMessage = { userId: socket.data.userId, scopes, positions }
-    socket.emit(EVENT_READY, ready)
+    // keyed by scope names that differ per user: a dictionary object, so each connection does not
+    // leave V8 a new hidden class behind
+    const positions: Record<string, Position> = Object.create(null)
+    const catchingUp: Array<Promise<void>> = []
+    for (const scope of scopes) {
+      const from = since?.[scope]
+      if (from === undefined) {
+        // the usual first connect: only the position, which a synchronous store (memory) gives
+        // at once, without a promise per scope
+        if (this.#store === null) continue
+        let position: Position | PromiseLike<Position>
+        try {
+          position = this.#store.position(scope)
+        } catch (err) {
+          this.#warnCatchUp({ err, scope }, 'fastify-realtime: history unavailable for a position')
+          continue
+        }
+        if (!isPromiseLike(position)) {
+          positions[scope] = position
+          continue
+        }
+        catchingUp.push(Promise.resolve(position).then((answer) => { positions[scope] = answer }, (err: unknown) => {
+          this.#warnCatchUp({ err, scope }, 'fastify-realtime: history unavailable for a position')
+        }))
+        continue
+      }
+      catchingUp.push(catchUp(socket, this.#store, scope, from, this.#warnCatchUp).then((result) => {
+        if (result.position !== null) positions[scope] = result.position
+      }))
+    }
+    const ready = (): void => {
+      if (!socket.connected) return
+      const message: ReadyMessage = { userId: socket.data.userId, scopes, positions }
+      socket.emit(EVENT_READY, message)
+    }
+    if (catchingUp.length > 0) return Promise.all(catchingUp).then(ready)
+    ready()
+    return undefined
   }
 
   #clean (scopes: readonly string[], userId: string): string[] {
@@ -202,10 +254,10 @@ export class Rooms {
     return { ok: true, scope }
   }
 
-  async #ask (user: RealtimeUser): Promise<readonly string[]> {
-    const scopes = await withTimeout(() => this.#options.rooms(user), this.#options.timeoutMs, 'rooms(user)')
-    if (!Array.isArray(scopes)) throw new TypeError('rooms(user) must return an array of scopes')
-    return scopes
+  /** rooms(user), checked; synchronous when the app's function is. */
+  #ask (user: RealtimeUser): readonly string[] | Promise<readonly string[]> {
+    const scopes = withTimeout(() => this.#options.rooms(user), this.#options.timeoutMs, 'rooms(user)')
+    return isPromiseLike(scopes) ? Promise.resolve(scopes).then(scopesOnly) : scopesOnly(scopes)
   }
 
   async #allowedBeyondRooms (user: RealtimeUser, scope: string): Promise<boolean> {
@@ -224,6 +276,11 @@ export class Rooms {
       if (ask >= MAX_ASKS) throw new Error('memberships kept changing during the subscribe')
     }
   }
+}
+
+function scopesOnly (scopes: readonly string[]): readonly string[] {
+  if (!Array.isArray(scopes)) throw new TypeError('rooms(user) must return an array of scopes')
+  return scopes
 }
 
 /** `auth.since` from the handshake: well-formed entries only; anything else is ignored. */

@@ -1,0 +1,859 @@
+// Benchmarks: the plugin against raw Socket.IO 4.8 doing the same work by hand, in one run.
+// Usage: node bench/run.js [--quick] [--large] [--only=fanout,scopes,...] [--sizes=100,1000,5000]
+//        [--payload=64] [--groups=20] [--warmup=2] [--workers=1] [--pin=false] [--cpu-prof] [--out=path]
+// Needs a build (npx tsup): the server imports ../dist/index.js.
+import { execSync } from 'node:child_process'
+import { randomUUID } from 'node:crypto'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Redis } from 'ioredis'
+import {
+  REDIS, histQuantile, killChildren, median, mergeHists, quantile, spawn, spread
+} from './lib/util.js'
+
+const HERE = dirname(fileURLToPath(import.meta.url))
+const ROOT = join(HERE, '..')
+const SCENARIOS = ['micro', 'fanout', 'scopes', 'connect', 'memory', 'storm', 'cluster']
+
+// ---------- options ----------
+function parseArgs (argv) {
+  const out = {}
+  for (const arg of argv) {
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg)
+    if (m === null) throw new Error(`unknown argument ${arg}`)
+    out[m[1]] = m[2] ?? true
+  }
+  return out
+}
+
+const args = parseArgs(process.argv.slice(2))
+if (args.help) {
+  console.log(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(0, 5).join('\n'))
+  process.exit(0)
+}
+const QUICK = args.quick === true
+const LARGE = args.large === true
+const int = (value, fallback) => value === undefined ? fallback : Number.parseInt(value, 10)
+const cfg = {
+  quick: QUICK,
+  large: LARGE,
+  only: args.only === undefined ? SCENARIOS : String(args.only).split(','),
+  sizes: args.sizes === undefined ? (QUICK ? [100, 1000] : [100, 1000, 5000]) : String(args.sizes).split(',').map(Number),
+  payload: int(args.payload, 64),
+  groups: int(args.groups, QUICK ? 5 : 20),
+  warmup: int(args.warmup, QUICK ? 1 : 2),
+  workers: int(args.workers, 1),
+  cpuProf: args['cpu-prof'] === true,
+  // deliveries per saturation block of the fan-out
+  fanoutBlock: QUICK ? 20_000 : 40_000,
+  pacedSeconds: QUICK ? 0.25 : 0.3,
+  scopes: QUICK ? 300 : 1000,
+  scopesRounds: QUICK ? 2 : 3,
+  redisConcurrency: 32,
+  connectN: QUICK ? 500 : 2000,
+  connectWindow: 100,
+  memoryN: QUICK ? [1000] : (LARGE ? [5000, 10_000] : [5000]),
+  stormN: QUICK ? 200 : 1000,
+  stormEvents: 50,
+  clusterN: QUICK ? 200 : 1000,
+  clusterBlock: QUICK ? 20_000 : 40_000,
+  microMemory: QUICK ? 5000 : 20_000,
+  microRedis: QUICK ? 1000 : 3000,
+  timeLimitMs: (QUICK ? 10 : 40) * 60_000
+}
+for (const name of cfg.only) if (!SCENARIOS.includes(name)) throw new Error(`unknown scenario ${name}; one of ${SCENARIOS.join(', ')}`)
+const FULL = !QUICK && args.only === undefined && args.sizes === undefined && args.groups === undefined
+const OUT_DIR = join(HERE, '.results')
+const RESULTS_MD = args.out ?? (FULL ? join(HERE, 'RESULTS.md') : join(OUT_DIR, QUICK ? 'RESULTS-quick.md' : 'RESULTS-partial.md'))
+const PREFIX = `bench-${randomUUID().slice(0, 8)}:`
+
+// ---------- lifetime: bounded, and never leaves a child behind ----------
+const started = Date.now()
+const watchdog = setTimeout(() => {
+  console.error(`bench: time limit of ${cfg.timeLimitMs / 60_000} min reached; stopping`)
+  killChildren()
+  process.exit(1)
+}, cfg.timeLimitMs)
+watchdog.unref()
+process.on('exit', killChildren)
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(signal, () => {
+    killChildren()
+    process.exit(130)
+  })
+}
+
+const log = (...parts) => console.error(`[${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s]`, ...parts)
+
+// ---------- processes ----------
+// With --pin (the default on 2+ cores with taskset), servers run on CPU 0 and client workers on
+// the others, so the two sides do not take each other's core mid-block: less noise in the
+// per-block server CPU. The two-node scenario leaves its servers unpinned (they would share CPU 0).
+const PIN = args.pin === undefined ? os.cpus().length >= 2 && hasTaskset() : args.pin !== 'false'
+function hasTaskset () {
+  try {
+    execSync('command -v taskset', { shell: '/bin/sh', stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+function pin (child, cpus) {
+  if (!PIN || cpus === null) return
+  execSync(`taskset -a -p -c ${cpus} ${child.pid}`, { stdio: 'ignore' })
+}
+const SERVER_CPUS = '0'
+const CLIENT_CPUS = `1-${Math.max(1, os.cpus().length - 1)}`
+
+let profileSeq = 0
+async function startServer (name, { pinned = true } = {}) {
+  const execArgv = ['--expose-gc', '--max-old-space-size=4096']
+  if (cfg.cpuProf) {
+    mkdirSync(join(OUT_DIR, 'prof'), { recursive: true })
+    execArgv.push('--cpu-prof', `--cpu-prof-dir=${join(OUT_DIR, 'prof')}`, `--cpu-prof-name=${name}-${++profileSeq}-${process.pid}.cpuprofile`)
+  }
+  const server = spawn(join(HERE, 'server.js'), { name, execArgv })
+  await server.ready
+  pin(server.child, pinned ? SERVER_CPUS : null)
+  return server
+}
+
+async function startWorkers () {
+  const workers = []
+  for (let k = 0; k < cfg.workers; k++) {
+    workers.push(spawn(join(HERE, 'clients.js'), { name: `clients${k}`, execArgv: ['--max-old-space-size=4096'] }))
+  }
+  await Promise.all(workers.map((w) => w.ready))
+  for (const w of workers) pin(w.child, CLIENT_CPUS)
+  return workers
+}
+
+/** Users split round robin over the workers. */
+function split (users, k) {
+  return Array.from({ length: cfg.workers }, (_, w) => users.filter((_, i) => i % cfg.workers === w))[k]
+}
+
+async function connect (workers, { group, port, kind, users, window = 200, plain = false, since }) {
+  const url = `http://127.0.0.1:${port}`
+  const parts = await Promise.all(workers.map((w, k) => w.call('connect', {
+    group, url, kind, users: split(users, k), window, plain, since
+  }, 300_000)))
+  const t0 = Math.min(...parts.map((p) => p.t0))
+  const t1 = Math.max(...parts.map((p) => p.t1))
+  return { wall: t1 - t0, t0, t1, cpu: parts.reduce((s, p) => s + p.cpu, 0) }
+}
+
+async function disconnect (workers, server, group, armNames) {
+  await Promise.all(workers.map((w) => w.call('disconnect', { group })))
+  await server.call('waitEmpty', { names: armNames })
+}
+
+/** Per-worker expected event counts for broadcasts round robin over `scopes`. */
+function expectations (users, scopes, count) {
+  const per = new Map()
+  scopes.forEach((scope, i) => {
+    const n = Math.floor(count / scopes.length) + (i < count % scopes.length ? 1 : 0)
+    per.set(scope, (per.get(scope) ?? 0) + n)
+  })
+  return Array.from({ length: cfg.workers }, (_, k) => split(users, k)
+    .reduce((sum, user) => sum + user.rooms.reduce((s, room) => s + (per.get(room) ?? 0), 0), 0))
+}
+
+/**
+ * One measured block: arm the clients, let `sender` issue the broadcasts of `arm`, wait until
+ * every expected event has arrived, then read the CPU of every server process.
+ */
+async function broadcastBlock ({ workers, sender, others = [], arm, plan, expect, latency = false }) {
+  await Promise.all(workers.map((w, k) => w.call('expect', { n: expect[k], latency })))
+  await Promise.all(others.map((s) => s.call('cpuMark')))
+  const start = await sender.call('block', { arm, ...plan }, 300_000)
+  const done = await Promise.all(workers.map((w) => w.call('done', { timeoutMs: 120_000 }, 130_000)))
+  const end = await sender.call('blockEnd')
+  const otherCpu = await Promise.all(others.map((s) => s.call('cpuRead')))
+  const lastAt = done.length === 0 ? start.sent : Math.max(...done.map((d) => d.lastAt))
+  return {
+    arm,
+    serverCpu: end.cpu + otherCpu.reduce((s, o) => s + o.cpu, 0),
+    serverCpus: [end.cpu, ...otherCpu.map((o) => o.cpu)],
+    clientCpu: done.reduce((s, d) => s + d.cpu, 0),
+    wall: Math.max(lastAt, start.sent) - start.t0,
+    hist: latency ? mergeHists(done.map((d) => d.hist)) : null
+  }
+}
+
+const AB = (a, b) => [a, b, b, a]
+
+/**
+ * Runs `groups` (after `warmup` dropped ones) of ABBA blocks for each pair in `pairs`
+ * ([['raw','plugin'], ['raw','raw2']]: the A/B groups and the A/A control, interleaved).
+ * `block(arm)` returns one block's figures. Returns, per pair, the measured groups.
+ */
+async function abba (label, pairs, block, { groups = cfg.groups, warmup = cfg.warmup } = {}) {
+  const out = pairs.map(() => [])
+  for (let g = 0; g < warmup + groups; g++) {
+    for (let p = 0; p < pairs.length; p++) {
+      const blocks = []
+      for (const arm of AB(...pairs[p])) blocks.push(await block(arm))
+      if (g >= warmup) out[p].push(blocks)
+    }
+    if (g === warmup - 1 || (g >= warmup && (g - warmup + 1) % 5 === 0)) log(`${label}: ${g + 1 - warmup}/${groups} groups`)
+  }
+  return out
+}
+
+/** Per group: f(B blocks) / f(A blocks), summed over the two blocks of each arm. */
+function groupRatios (groups, f) {
+  return groups.map(([a1, b1, b2, a2]) => (f(b1) + f(b2)) / (f(a1) + f(a2)))
+}
+
+function armValues (groups, f) {
+  const a = []
+  const b = []
+  for (const [a1, b1, b2, a2] of groups) {
+    a.push(f(a1), f(a2))
+    b.push(f(b1), f(b2))
+  }
+  return { a: median(a), b: median(b) }
+}
+
+function utilisation (groups) {
+  const blocks = groups.flat()
+  return {
+    server: median(blocks.map((b) => b.serverCpu * 1000 / b.wall)),
+    clients: median(blocks.map((b) => b.clientCpu * 1000 / b.wall))
+  }
+}
+
+function saturated (u) {
+  const side = u.server >= u.clients ? 'server' : 'clients'
+  return `server ${u.server.toFixed(2)} / clients ${u.clients.toFixed(2)} cores → ${side}`
+}
+
+// ---------- results ----------
+const rows = []
+const details = []
+const raw = { cfg, scenarios: {} }
+
+/** A table row; `ratio` is a spread of plugin/raw per group, `aa` the raw/raw control. */
+function row (scenario, metric, { a, b, unit, ratio, aa, target, pass, note }) {
+  rows.push({ scenario, metric, a, b, unit, ratio, aa, target, pass, note })
+}
+
+const fmt = (v, d = 2) => Number.isFinite(v) ? v.toFixed(d) : '–'
+const fmtNum = (v) => !Number.isFinite(v) ? '–' : v >= 100 ? Math.round(v).toLocaleString('en-US') : v >= 10 ? v.toFixed(1) : v.toFixed(2)
+const fmtSpread = (s) => s === undefined || s === null ? '–' : `${fmt(s.median)} (${fmt(s.p10)}–${fmt(s.p90)})`
+
+function frameCheck (label, a, b) {
+  if (a === null || b === null) return `${label}: frames not captured`
+  const shape = (f) => f.replace(/[\w-]/g, 'x')
+  const same = shape(a) === shape(b)
+  return `${label}: ${same ? 'same shape and length' : 'DIFFERENT'} (${a.length} vs ${b.length} bytes)${same ? '' : `\n    raw:    ${a}\n    plugin: ${b}`}`
+}
+
+// ---------- scenarios ----------
+function usersFor (n, rooms, prefix = 'u') {
+  return Array.from({ length: n }, (_, i) => ({ sub: `${prefix}${i}`, rooms: rooms(i) }))
+}
+
+/** 0. The plugin's own per-broadcast path, without sockets: validate, append, build meta. */
+async function micro () {
+  const server = await startServer('server-micro')
+  try {
+    await server.call('setup', {
+      prefix: PREFIX,
+      arms: [
+        { name: 'raw', kind: 'raw' },
+        { name: 'plugin', kind: 'plugin', history: 'memory' },
+        { name: 'rawRedis', kind: 'raw', history: 'redis' },
+        { name: 'pluginRedis', kind: 'plugin', history: 'redis' },
+        { name: 'rawAdapter', kind: 'raw', history: 'redis', adapter: true },
+        { name: 'pluginAdapter', kind: 'plugin', history: 'redis', adapter: true }
+      ]
+    })
+    const scopes = Array.from({ length: 100 }, (_, i) => `team:m${i}`)
+    await server.call('matchEpoch', { raw: 'rawRedis', plugin: 'pluginRedis', scope: scopes[0] })
+    await server.call('matchEpoch', { raw: 'rawAdapter', plugin: 'pluginAdapter', scope: scopes[0] })
+    const block = (count, concurrency) => async (arm) => {
+      const s = await server.call('block', { arm, scopes, count, concurrency, bytes: cfg.payload })
+      const e = await server.call('blockEnd')
+      return { arm, serverCpu: e.cpu, wall: s.sent - s.t0, count }
+    }
+    const [mem] = await abba('micro memory', [['raw', 'plugin']], block(cfg.microMemory, 1))
+    const [red] = await abba('micro redis', [['rawRedis', 'pluginRedis']], block(cfg.microRedis, cfg.redisConcurrency))
+    const [ada] = await abba('micro redis + adapter', [['rawAdapter', 'pluginAdapter']], block(cfg.microRedis, cfg.redisConcurrency))
+    const perCpu = (b) => b.serverCpu / b.count
+    const perWall = (b) => b.wall / 1000 / b.count
+    for (const [label, groups] of [['memory store', mem], ['Redis store', red], ['`redis` option (adapter + Redis store)', ada]]) {
+      const cpu = armValues(groups, perCpu)
+      const own = groups.map(([a1, b1, b2, a2]) => (perCpu(b1) + perCpu(b2) - perCpu(a1) - perCpu(a2)) / 2)
+      row('Per-broadcast path, no sockets', `${label}: server CPU µs per broadcast`, {
+        a: cpu.a,
+        b: cpu.b,
+        unit: 'µs',
+        ratio: spread(groupRatios(groups, perCpu)),
+        note: `plugin's own path: ${fmt(median(own))} µs (p10–p90 ${fmt(quantile(own, 0.1))}–${fmt(quantile(own, 0.9))})`
+      })
+      if (label !== 'memory store') {
+        const wall = armValues(groups, perWall)
+        row('Per-broadcast path, no sockets', `${label}: wall µs per broadcast (${cfg.redisConcurrency} in flight)`, {
+          a: wall.a, b: wall.b, unit: 'µs', ratio: spread(groupRatios(groups, perWall))
+        })
+      }
+    }
+    details.push('**Per-broadcast path (no sockets).** raw = `io.to(scope).emit(event, payload, meta)` with the meta ' +
+      'built by hand (Redis: plus one EVAL of INCR + RPUSH + LTRIM + PEXPIRE on a connection with the options the plugin gives its own); ' +
+      'plugin = `fastify.broadcast` (Redis store: a `RedisHistoryStore` passed as `history.store`, no adapter; `redis` option: the ' +
+      'plugin with its Redis adapter against raw with the same adapter). ' +
+      `${cfg.microMemory} (memory) / ` +
+      `${cfg.microRedis} (Redis, ${cfg.redisConcurrency} in flight) broadcasts per block over 100 scopes with no sockets joined. ` +
+      "\"plugin's own path\" = plugin − raw per broadcast: validation, history append, meta.")
+    raw.scenarios.micro = { mem, red, ada }
+  } finally {
+    await server.call('shutdown').catch(() => {})
+    await server.stop()
+  }
+}
+
+/** 1. Fan-out: one scope with N clients. */
+async function fanout (workers) {
+  for (const N of cfg.sizes) {
+    const server = await startServer(`server-fanout-${N}`)
+    const arms = ['raw', 'raw2', 'plugin']
+    try {
+      const ports = await server.call('setup', {
+        prefix: PREFIX,
+        arms: [{ name: 'raw', kind: 'raw' }, { name: 'raw2', kind: 'raw' }, { name: 'plugin', kind: 'plugin', history: 'memory' }]
+      })
+      const scope = 'fan:all'
+      const users = usersFor(N, () => [scope])
+      log(`fan-out N=${N}: connecting ${arms.length} × ${N} clients`)
+      for (const name of arms) {
+        await connect(workers, { group: `fan-${name}`, port: ports[name].port, kind: ports[name].kind, users })
+      }
+      const count = Math.max(2, Math.ceil(cfg.fanoutBlock / N))
+      const expect = expectations(users, [scope], count)
+      const sat = (arm) => broadcastBlock({ workers, sender: server, arm, plan: { scopes: [scope], count, bytes: cfg.payload }, expect })
+      const [ab, aa] = await abba(`fan-out N=${N} saturation`, [['raw', 'plugin'], ['raw', 'raw2']], sat)
+      const perDelivery = (b) => b.serverCpu / (count * N)
+      const rate = (b) => count * N / b.wall * 1e9
+      const cpu = armValues(ab, perDelivery)
+      const thr = armValues(ab, rate)
+      const util = utilisation(ab)
+      row(`Fan-out N=${N.toLocaleString('en-US')}`, 'server CPU µs per delivery (memory history)', {
+        a: cpu.a,
+        b: cpu.b,
+        unit: 'µs',
+        ratio: spread(groupRatios(ab, perDelivery)),
+        aa: spread(groupRatios(aa, perDelivery)),
+        target: '≤ 1.05',
+        pass: median(groupRatios(ab, perDelivery)) <= 1.05
+      })
+      row(`Fan-out N=${N.toLocaleString('en-US')}`, 'deliveries/s at saturation (wall)', {
+        a: thr.a,
+        b: thr.b,
+        unit: '/s',
+        ratio: spread(groupRatios(ab, rate)),
+        aa: spread(groupRatios(aa, rate)),
+        note: saturated(util)
+      })
+
+      // Latency at half load: start from half the raw arm's burst rate, then scale the pace until
+      // the busier side (server or clients) uses about half a core in a paced raw block.
+      let paceRate = Math.max(1, thr.a / 2 / N)
+      let paced = 0
+      let pacedExpect = null
+      const lat = (arm) => broadcastBlock({
+        workers, sender: server, arm, plan: { scopes: [scope], count: paced, rate: paceRate, bytes: cfg.payload }, expect: pacedExpect, latency: true
+      })
+      let busiest = 0
+      for (let step = 0; step < 5; step++) {
+        paced = Math.max(4, Math.round(paceRate * cfg.pacedSeconds))
+        pacedExpect = expectations(users, [scope], paced)
+        const probe = await lat('raw')
+        busiest = Math.max(probe.serverCpu, probe.clientCpu) * 1000 / probe.wall
+        if (busiest >= 0.4 && busiest <= 0.6) break
+        paceRate = Math.max(1, paceRate * 0.5 / busiest)
+      }
+      paced = Math.max(4, Math.round(paceRate * cfg.pacedSeconds))
+      pacedExpect = expectations(users, [scope], paced)
+      log(`fan-out N=${N}: paced at ${fmtNum(paceRate)} broadcasts/s (${fmtNum(paceRate * N)} deliveries/s; busiest side ${fmt(busiest)} core)`)
+      const [pab] = await abba(`fan-out N=${N} paced`, [['raw', 'plugin']], lat)
+      const pooled = (arm) => mergeHists(pab.flat().filter((b) => b.arm === arm).map((b) => b.hist))
+      const rawHist = pooled('raw')
+      const pluginHist = pooled('plugin')
+      const p99Ratios = pab.map(([a1, b1, b2, a2]) => histQuantile(mergeHists([b1.hist, b2.hist]), 0.99) / histQuantile(mergeHists([a1.hist, a2.hist]), 0.99))
+      const p50Ratios = pab.map(([a1, b1, b2, a2]) => histQuantile(mergeHists([b1.hist, b2.hist]), 0.5) / histQuantile(mergeHists([a1.hist, a2.hist]), 0.5))
+      const pUtil = utilisation(pab)
+      row(`Fan-out N=${N.toLocaleString('en-US')}`, `p50 latency at half load (${fmtNum(paceRate)} broadcasts/s, ${fmtNum(paceRate * N)} deliveries/s)`, {
+        a: histQuantile(rawHist, 0.5) / 1e6, b: histQuantile(pluginHist, 0.5) / 1e6, unit: 'ms', ratio: spread(p50Ratios)
+      })
+      row(`Fan-out N=${N.toLocaleString('en-US')}`, 'p99 latency at half load', {
+        a: histQuantile(rawHist, 0.99) / 1e6,
+        b: histQuantile(pluginHist, 0.99) / 1e6,
+        unit: 'ms',
+        ratio: spread(p99Ratios),
+        target: '≤ 1.10',
+        pass: median(p99Ratios) <= 1.10,
+        note: `paced: ${saturated(pUtil)}`
+      })
+      const [fr, fp] = await Promise.all([workers[0].call('frame', { group: 'fan-raw' }), workers[0].call('frame', { group: 'fan-plugin' })])
+      details.push(`**Fan-out N=${N}.** ${count} broadcasts per saturation block (${(count * N).toLocaleString('en-US')} deliveries), ` +
+        `${paced} per paced block; half load = the pace at which the busier process used about half a core in a paced raw block ` +
+        `(here ${fmt(busiest)}). ${frameCheck('frame check', fr, fp)}.`)
+      raw.scenarios[`fanout-${N}`] = { ab, aa, pab: pab.map((g) => g.map(({ hist, ...b }) => b)), count, paced, paceRate }
+      for (const name of arms) await disconnect(workers, server, `fan-${name}`, [name])
+      for (const w of workers) for (const name of arms) await w.call('forget', { group: `fan-${name}` })
+    } finally {
+      await server.call('shutdown').catch(() => {})
+      await server.stop()
+    }
+  }
+}
+
+/** 2. Many small scopes: S scopes of 1–2 clients, memory history and Redis history. */
+async function scopes (workers) {
+  const server = await startServer('server-scopes')
+  const arms = ['raw', 'raw2', 'plugin', 'rawRedis', 'pluginRedis']
+  try {
+    const ports = await server.call('setup', {
+      prefix: PREFIX,
+      arms: [
+        { name: 'raw', kind: 'raw' },
+        { name: 'raw2', kind: 'raw' },
+        { name: 'plugin', kind: 'plugin', history: 'memory' },
+        { name: 'rawRedis', kind: 'raw', history: 'redis' },
+        { name: 'pluginRedis', kind: 'plugin', history: 'redis' }
+      ]
+    })
+    const S = cfg.scopes
+    const scopeList = Array.from({ length: S }, (_, k) => `team:s${k}`)
+    const users = []
+    scopeList.forEach((scope, k) => {
+      for (let j = 0; j < (k % 2 === 0 ? 2 : 1); j++) users.push({ sub: `s${k}-${j}`, rooms: [scope] })
+    })
+    log(`small scopes: ${S} scopes, ${users.length} clients per arm`)
+    for (const name of arms) {
+      await connect(workers, { group: `scopes-${name}`, port: ports[name].port, kind: ports[name].kind, users })
+    }
+    await server.call('matchEpoch', { raw: 'rawRedis', plugin: 'pluginRedis', scope: scopeList[0] })
+    const count = S * cfg.scopesRounds
+    const deliveries = users.length * cfg.scopesRounds
+    const expect = expectations(users, scopeList, count)
+    const block = (concurrency) => (arm) => broadcastBlock({
+      workers, sender: server, arm, plan: { scopes: scopeList, count, concurrency, bytes: cfg.payload }, expect
+    })
+    const [ab, aa] = await abba('small scopes memory', [['raw', 'plugin'], ['raw', 'raw2']], block(1))
+    const [rab] = await abba('small scopes Redis', [['rawRedis', 'pluginRedis']], block(cfg.redisConcurrency))
+    const perBroadcast = (b) => b.serverCpu / count
+    const cpuRate = (b) => count / b.serverCpu * 1e6
+    const wallRate = (b) => count / b.wall * 1e9
+    for (const [label, groups, control] of [['memory history', ab, aa], ['Redis history', rab, null]]) {
+      const cpu = armValues(groups, perBroadcast)
+      const wall = armValues(groups, wallRate)
+      const util = utilisation(groups)
+      const ratios = groupRatios(groups, cpuRate)
+      row(`Small scopes (${S} × 1–2)`, `${label}: broadcasts/s per server core (1 / CPU per broadcast)`, {
+        a: 1e6 / cpu.a,
+        b: 1e6 / cpu.b,
+        unit: '/s',
+        ratio: spread(ratios),
+        aa: control === null ? null : spread(groupRatios(control, cpuRate)),
+        target: label === 'memory history' ? '≥ 0.85' : undefined,
+        pass: label === 'memory history' ? median(ratios) >= 0.85 : undefined
+      })
+      row(`Small scopes (${S} × 1–2)`, `${label}: broadcasts/s (wall)`, {
+        a: wall.a,
+        b: wall.b,
+        unit: '/s',
+        ratio: spread(groupRatios(groups, wallRate)),
+        aa: control === null ? null : spread(groupRatios(control, wallRate)),
+        note: saturated(util)
+      })
+    }
+    const [fr, fp, frr, frp] = await Promise.all(['raw', 'plugin', 'rawRedis', 'pluginRedis'].map((a) => workers[0].call('frame', { group: `scopes-${a}` })))
+    details.push(`**Small scopes.** ${count} broadcasts per block round robin over ${S} scopes (${deliveries} deliveries); ` +
+      `Redis arms keep ${cfg.redisConcurrency} broadcasts in flight; raw Redis = one EVAL (INCR + RPUSH + LTRIM + PEXPIRE) per broadcast. ` +
+      `${frameCheck('memory frames', fr, fp)}; ${frameCheck('Redis frames', frr, frp)}.`)
+    raw.scenarios.scopes = { ab, aa, rab, count }
+    for (const name of arms) await disconnect(workers, server, `scopes-${name}`, [name])
+    for (const w of workers) for (const name of arms) await w.call('forget', { group: `scopes-${name}` })
+  } finally {
+    await server.call('shutdown').catch(() => {})
+    await server.stop()
+  }
+}
+
+/** 3. Connection setup: N connections per block, JWT auth + rooms. */
+async function connections (workers) {
+  const server = await startServer('server-connect')
+  try {
+    const ports = await server.call('setup', {
+      prefix: PREFIX,
+      arms: [
+        { name: 'rawNoAuth', kind: 'raw', auth: 'none' },
+        { name: 'rawJwt', kind: 'raw', auth: 'jwt' },
+        { name: 'rawJwt2', kind: 'raw', auth: 'jwt' },
+        { name: 'plugin', kind: 'plugin', history: 'memory' }
+      ]
+    })
+    const N = cfg.connectN
+    const users = usersFor(N, (i) => [`team:${i % 100}`], 'c')
+    const block = async (arm) => {
+      await server.call('cpuMark')
+      const c = await connect(workers, {
+        group: `conn-${arm}`, port: ports[arm].port, kind: ports[arm].kind, users, window: cfg.connectWindow, plain: arm === 'rawNoAuth'
+      })
+      const s = await server.call('cpuRead')
+      await disconnect(workers, server, `conn-${arm}`, [arm])
+      return { arm, serverCpu: s.cpu, clientCpu: c.cpu, wall: c.wall }
+    }
+    const [ab, aa] = await abba('connections', [['rawJwt', 'plugin'], ['rawJwt', 'rawJwt2']], block)
+    // the cost of the JWT check itself, for context: raw with it vs raw without it
+    const [nab] = await abba('connections no-auth', [['rawJwt', 'rawNoAuth']], block, { groups: Math.max(3, Math.round(cfg.groups / 4)), warmup: 0 })
+    const perConn = (b) => b.serverCpu / N
+    const cpuRate = (b) => N / b.serverCpu * 1e6
+    const wallRate = (b) => N / b.wall * 1e9
+    const cpu = armValues(ab, perConn)
+    const wall = armValues(ab, wallRate)
+    const ratios = groupRatios(ab, cpuRate)
+    row(`Connection setup (N=${N})`, 'connections/s per server core (1 / CPU per connection), JWT + rooms()', {
+      a: 1e6 / cpu.a,
+      b: 1e6 / cpu.b,
+      unit: '/s',
+      ratio: spread(ratios),
+      aa: spread(groupRatios(aa, cpuRate)),
+      target: '≥ 0.90',
+      pass: median(ratios) >= 0.90,
+      note: `server µs per connection: raw ${fmt(cpu.a, 0)}, plugin ${fmt(cpu.b, 0)}`
+    })
+    row(`Connection setup (N=${N})`, 'connections/s (wall)', {
+      a: wall.a,
+      b: wall.b,
+      unit: '/s',
+      ratio: spread(groupRatios(ab, wallRate)),
+      aa: spread(groupRatios(aa, wallRate)),
+      note: saturated(utilisation(ab))
+    })
+    const na = armValues(nab, perConn)
+    row(`Connection setup (N=${N})`, 'raw with JWT vs raw without auth: server µs per connection', {
+      a: na.a,
+      b: na.b,
+      unit: 'µs',
+      ratio: spread(groupRatios(nab, perConn)),
+      note: 'B = raw without auth: the cost of the JWT check itself'
+    })
+    details.push(`**Connection setup.** ${N} connections per block, ${cfg.connectWindow} handshakes in flight; ` +
+      'a block ends when every socket has its ready message (raw: join user + team rooms, emit `ready`; plugin: JWT, user, ' +
+      'rooms(), join, history position, `realtime:ready`). Disconnects happen between blocks, outside the measurement.')
+    raw.scenarios.connect = { ab, aa, nab }
+  } finally {
+    await server.call('shutdown').catch(() => {})
+    await server.stop()
+  }
+}
+
+/** 4. Memory per connected client, each arm in a fresh server process. */
+async function memory (workers) {
+  for (const N of cfg.memoryN) {
+    const runs = []
+    for (const arm of ['raw', 'plugin', 'plugin', 'raw']) {
+      const server = await startServer(`server-memory-${arm}`)
+      try {
+        const spec = arm === 'raw' ? { name: arm, kind: 'raw', auth: 'jwt' } : { name: arm, kind: 'plugin', history: 'memory' }
+        const ports = await server.call('setup', { prefix: PREFIX, arms: [spec] })
+        const users = usersFor(N, (i) => [`team:${i % 100}`], 'm')
+        const before = await server.call('memory')
+        await connect(workers, { group: `mem-${arm}`, port: ports[arm].port, kind: ports[arm].kind, users })
+        const after = await server.call('memory')
+        runs.push({
+          arm,
+          heap: (after.heapUsed - before.heapUsed) / N,
+          rss: (after.rss - before.rss) / N,
+          external: (after.external + after.arrayBuffers - before.external - before.arrayBuffers) / N
+        })
+        await disconnect(workers, server, `mem-${arm}`, [arm])
+        for (const w of workers) await w.call('forget', { group: `mem-${arm}` })
+      } finally {
+        await server.call('shutdown').catch(() => {})
+        await server.stop()
+      }
+      log(`memory N=${N}: ${arm} done`)
+    }
+    const of = (arm, key) => median(runs.filter((r) => r.arm === arm).map((r) => r[key]))
+    const [r1, , , r2] = runs
+    const heapDiff = of('plugin', 'heap') - of('raw', 'heap')
+    row(`Memory (N=${N.toLocaleString('en-US')})`, 'server heap per connected client', {
+      a: of('raw', 'heap'),
+      b: of('plugin', 'heap'),
+      unit: 'B',
+      note: `plugin − raw = ${fmtNum(heapDiff)} B; raw run 1 − run 2 (A/A) = ${fmtNum(r1.heap - r2.heap)} B`,
+      target: '≤ raw + 2 KB',
+      pass: heapDiff <= 2048
+    })
+    const rssDiff = of('plugin', 'rss') - of('raw', 'rss')
+    row(`Memory (N=${N.toLocaleString('en-US')})`, 'server RSS per connected client', {
+      a: of('raw', 'rss'),
+      b: of('plugin', 'rss'),
+      unit: 'B',
+      note: `plugin − raw = ${fmtNum(rssDiff)} B; A/A = ${fmtNum(r1.rss - r2.rss)} B`,
+      target: '≤ raw + 2 KB',
+      pass: rssDiff <= 2048
+    })
+    raw.scenarios[`memory-${N}`] = runs
+  }
+  details.push('**Memory.** Each measurement is a fresh server process holding one arm (raw: hand-written JWT middleware, user + team ' +
+    'rooms; plugin: memory history), order raw, plugin, plugin, raw; heap and RSS after 4 × `gc()` before and after connecting N ' +
+    'clients (each in `user:<id>` and one of 100 team scopes), divided by N; figures are the median of the two runs per arm.')
+}
+
+/** 5. Catch-up storm: N clients reconnect at once and replay 50 events, vs reconnect + 50 live events. */
+async function storm (workers) {
+  const server = await startServer('server-storm')
+  try {
+    const ports = await server.call('setup', { prefix: PREFIX, arms: [{ name: 'plugin', kind: 'plugin', history: 'memory' }] })
+    const N = cfg.stormN
+    const E = cfg.stormEvents
+    const scope = 'storm:all'
+    const users = usersFor(N, () => [scope], 'r')
+    const port = ports.plugin.port
+    const n = expectations(users, [scope], E)
+    const zero = workers.map(() => 0)
+    const block = async (kind) => {
+      const since = await server.call('position', { name: 'plugin', scope })
+      if (kind === 'replay') {
+        // the events the clients missed while they were away (not measured)
+        await server.call('send', { arm: 'plugin', scopes: [scope], count: E, bytes: cfg.payload })
+      }
+      await Promise.all(workers.map((w, k) => w.call('expect', { n: kind === 'base' ? zero[k] : n[k] })))
+      await server.call('cpuMark')
+      const c = await connect(workers, { group: 'storm', port, kind: 'plugin', users, window: N, since: { [scope]: since } })
+      if (kind === 'live') await server.call('send', { arm: 'plugin', scopes: [scope], count: E, bytes: cfg.payload })
+      const done = await Promise.all(workers.map((w) => w.call('done', { timeoutMs: 120_000 }, 130_000)))
+      const s = await server.call('cpuRead')
+      const lastAt = Math.max(c.t1, ...done.map((d) => d.lastAt))
+      await disconnect(workers, server, 'storm', ['plugin'])
+      return { arm: kind, serverCpu: s.cpu, clientCpu: c.cpu + done.reduce((sum, d) => sum + d.cpu, 0), wall: lastAt - c.t0 }
+    }
+    const [ab] = await abba('catch-up storm', [['live', 'replay']], block)
+    const few = { groups: Math.max(3, Math.round(cfg.groups / 4)), warmup: 0 }
+    const [aa] = await abba('catch-up storm A/A', [['live', 'live']], block, few)
+    const [base] = await abba('catch-up storm reconnect only', [['base', 'base']], block, few)
+    const cpuOf = (b) => b.serverCpu
+    const wallOf = (b) => b.wall
+    const ratioWall = groupRatios(ab, wallOf)
+    const ratioCpu = groupRatios(ab, cpuOf)
+    const wall = armValues(ab, wallOf)
+    const cpu = armValues(ab, cpuOf)
+    const b0 = median(base.flat().map(wallOf))
+    const c0 = median(base.flat().map(cpuOf))
+    row(`Catch-up storm (${N} × ${E} events)`, 'total time: reconnect + replay (B) vs reconnect + live (A)', {
+      a: wall.a / 1e6,
+      b: wall.b / 1e6,
+      unit: 'ms',
+      ratio: spread(ratioWall),
+      aa: spread(groupRatios(aa, wallOf)),
+      target: '≤ 1.5',
+      pass: median(ratioWall) <= 1.5,
+      note: `reconnect alone: ${fmtNum(b0 / 1e6)} ms; ${saturated(utilisation(ab))}`
+    })
+    row(`Catch-up storm (${N} × ${E} events)`, 'server CPU: replay (B) vs live (A)', {
+      a: cpu.a / 1000,
+      b: cpu.b / 1000,
+      unit: 'ms',
+      ratio: spread(ratioCpu),
+      aa: spread(groupRatios(aa, cpuOf)),
+      target: '≤ 1.5',
+      pass: median(ratioCpu) <= 1.5,
+      note: `reconnect alone: ${fmtNum(c0 / 1000)} ms; events only: replay ${fmtNum((cpu.b - c0) / 1000)} vs live ${fmtNum((cpu.a - c0) / 1000)} ms`
+    })
+    details.push(`**Catch-up storm.** Plugin only, memory history. Every block reconnects all ${N} clients at once (new sockets, ` +
+      `\`auth.since\` on the storm scope). live: since = current position, then ${E} broadcasts once all are ready; replay: the ${E} ` +
+      'events were broadcast while the clients were away, since = the position before them; base: reconnect with nothing to deliver. ' +
+      'Both figures run from the first connect until every client holds every event; A/A: live vs live.')
+    raw.scenarios.storm = { ab, aa, base }
+  } finally {
+    await server.call('shutdown').catch(() => {})
+    await server.stop()
+  }
+}
+
+/** 6. Two nodes with the Redis adapter: broadcasts issued on node A, clients split over A and B. */
+async function cluster (workers) {
+  const nodes = [await startServer('server-node-a', { pinned: false }), await startServer('server-node-b', { pinned: false })]
+  try {
+    const specs = [
+      { name: 'raw', kind: 'raw', adapter: true, history: 'redis' },
+      { name: 'plugin', kind: 'plugin', history: 'redis', adapter: true }
+    ]
+    const ports = await Promise.all(nodes.map((s) => s.call('setup', { prefix: PREFIX, arms: specs })))
+    const N = cfg.clusterN
+    const scope = 'fan:cluster'
+    const halves = [usersFor(N / 2, () => [scope], 'a'), usersFor(N / 2, () => [scope], 'b')]
+    for (const arm of ['raw', 'plugin']) {
+      for (let i = 0; i < 2; i++) {
+        await connect(workers, { group: `cluster-${arm}-${i}`, port: ports[i][arm].port, kind: ports[i][arm].kind, users: halves[i] })
+      }
+    }
+    await nodes[0].call('matchEpoch', { raw: 'raw', plugin: 'plugin', scope })
+    const count = Math.max(2, Math.ceil(cfg.clusterBlock / N))
+    const all = [...halves[0], ...halves[1]]
+    const expect = expectations(all, [scope], count)
+    const block = (arm) => broadcastBlock({
+      workers, sender: nodes[0], others: [nodes[1]], arm, plan: { scopes: [scope], count, concurrency: 16, bytes: cfg.payload }, expect
+    })
+    const [ab] = await abba('two nodes', [['raw', 'plugin']], block)
+    const perDelivery = (b) => b.serverCpu / (count * N)
+    const nodeB = (b) => b.serverCpus[1] / (count * N / 2)
+    const rate = (b) => count * N / b.wall * 1e9
+    const cpu = armValues(ab, perDelivery)
+    const cpuB = armValues(ab, nodeB)
+    const thr = armValues(ab, rate)
+    row(`Two nodes, Redis adapter (N=${N})`, 'server CPU µs per delivery (both nodes, Redis history)', {
+      a: cpu.a, b: cpu.b, unit: 'µs', ratio: spread(groupRatios(ab, perDelivery))
+    })
+    row(`Two nodes, Redis adapter (N=${N})`, 'receiving node only: CPU µs per delivery', {
+      a: cpuB.a, b: cpuB.b, unit: 'µs', ratio: spread(groupRatios(ab, nodeB))
+    })
+    row(`Two nodes, Redis adapter (N=${N})`, 'deliveries/s (wall)', {
+      a: thr.a, b: thr.b, unit: '/s', ratio: spread(groupRatios(ab, rate)), note: saturated(utilisation(ab)) + ' (server = both nodes)'
+    })
+    const frames = await Promise.all(['raw', 'plugin'].map((a) => workers[0].call('frame', { group: `cluster-${a}-1` })))
+    details.push('**Two nodes.** Two server processes, each with a raw arm (official Redis adapter, log kept by hand in Redis) and a ' +
+      `plugin arm (\`redis\` option: same adapter, Redis history); ${count} broadcasts per block issued on node A (16 in flight), ` +
+      `${N / 2} clients on each node. CPU is the sum of both nodes; Redis's own CPU is not counted. ${frameCheck('frames on node B', ...frames)}.`)
+    raw.scenarios.cluster = { ab, count }
+    for (const arm of ['raw', 'plugin']) {
+      for (let i = 0; i < 2; i++) await disconnect(workers, nodes[i], `cluster-${arm}-${i}`, [arm])
+    }
+    for (const w of workers) for (const arm of ['raw', 'plugin']) for (let i = 0; i < 2; i++) await w.call('forget', { group: `cluster-${arm}-${i}` })
+  } finally {
+    for (const s of nodes) {
+      await s.call('shutdown').catch(() => {})
+      await s.stop()
+    }
+  }
+}
+
+// ---------- report ----------
+function table () {
+  const head = '| scenario | metric | raw | plugin | plugin/raw median (p10–p90) | A/A raw/raw | target | |\n|---|---|---:|---:|---|---|---|---|'
+  const lines = rows.map((r) => {
+    const unit = r.unit === undefined ? '' : ` ${r.unit}`
+    const pass = r.pass === undefined ? '' : r.pass ? 'ok' : '**MISS**'
+    const metric = r.note === undefined ? r.metric : `${r.metric}<br><sub>${r.note}</sub>`
+    return `| ${r.scenario} | ${metric} | ${fmtNum(r.a)}${unit} | ${fmtNum(r.b)}${unit} | ${r.ratio === undefined ? '–' : fmtSpread(r.ratio)} | ${fmtSpread(r.aa)} | ${r.target ?? ''} | ${pass} |`
+  })
+  return [head, ...lines].join('\n')
+}
+
+function machine () {
+  const cpus = os.cpus()
+  const version = (name) => JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8')).version
+  return [
+    `- date: ${new Date().toISOString()}`,
+    `- machine: ${cpus.length} cores (${cpus[0]?.model ?? 'unknown'}), ${Math.round(os.totalmem() / 2 ** 30)} GB, ${os.type()} ${os.release()}`,
+    `- Node ${process.version}; socket.io ${version('socket.io')}, socket.io-client ${version('socket.io-client')}, fastify ${version('fastify')}`,
+    `- mode: ${QUICK ? 'quick' : 'full'}${LARGE ? ' + large' : ''}; scenarios ${cfg.only.join(', ')}; ${cfg.warmup} warm-up + ${cfg.groups} measured groups; ` +
+    `${cfg.workers} client worker process(es); payload ${cfg.payload} B of padding; fan-out sizes ${cfg.sizes.join(', ')}; ` +
+    (PIN ? `servers pinned to CPU ${SERVER_CPUS}, clients to CPU ${CLIENT_CPUS} (the two-node scenario unpinned)` : 'no CPU pinning'),
+    `- load average at the end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; run took ${((Date.now() - started) / 60_000).toFixed(1)} min`
+  ].join('\n')
+}
+
+const METHOD = `How to read this. Every scenario runs raw Socket.IO 4.8 on a plain \`http\` server (A) and the plugin on
+Fastify (B) in the same server process, with the same client worker process(es) (official socket.io-client,
+websocket transport), in blocks ordered A B B A; each block starts once every client has the previous one's
+events, and the first groups are dropped as warm-up. "plugin/raw" is computed per group (the two B blocks over
+the two A blocks) and shown as the median with p10–p90 over the groups. The A/A column runs a second, identical
+raw server the same way (raw vs raw) and is the noise floor: a plugin/raw ratio inside it is no difference.
+Server CPU is \`process.cpuUsage()\` of the server process across the block (user + system), so it counts only
+that process; on 2 cores the clients share the machine, which is why wall-clock rates and latencies are context
+and the CPU ratios are the headline. The raw arms do by hand what the plugin does on the measured path: the same
+JWT check (fast-jwt, HS256, same secret) in \`io.use\`, the same rooms, and \`io.to(scope).emit\` of a frame with the
+same bytes (payload + \`{ id, scope, at, seq, epoch }\`); the raw arms keep no history unless stated.
+Both servers run with \`pingInterval\` 10 min so heartbeats do not land in blocks.`
+
+function report () {
+  const md = `# Benchmark results\n\n${machine()}\n\n${table()}\n\n${details.map((d) => `- ${d}`).join('\n')}\n\n${METHOD}\n`
+  mkdirSync(OUT_DIR, { recursive: true })
+  writeFileSync(join(OUT_DIR, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify({ ...raw, rows }, null, 1))
+  mkdirSync(dirname(RESULTS_MD), { recursive: true })
+  writeFileSync(RESULTS_MD, md)
+  console.log(md)
+  console.error(`written: ${RESULTS_MD}`)
+}
+
+// ---------- main ----------
+async function redisReachable () {
+  const client = new Redis({ ...REDIS, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  try {
+    await client.connect()
+    await client.ping()
+    return true
+  } catch {
+    return false
+  } finally {
+    client.disconnect()
+  }
+}
+
+async function cleanRedis () {
+  const client = new Redis({ ...REDIS, lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null })
+  try {
+    await client.connect()
+    let cursor = '0'
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', `${PREFIX}*`, 'COUNT', 1000)
+      cursor = next
+      if (keys.length > 0) await client.del(...keys)
+    } while (cursor !== '0')
+  } catch {
+    // nothing reachable to clean
+  } finally {
+    client.disconnect()
+  }
+}
+
+function fdLimit () {
+  try {
+    return Number.parseInt(execSync('ulimit -n', { shell: '/bin/sh' }).toString().trim(), 10)
+  } catch {
+    return Number.NaN
+  }
+}
+
+async function main () {
+  if (!existsSync(join(ROOT, 'dist', 'index.js'))) throw new Error('dist/index.js is missing: build first (npx tsup)')
+  const fds = fdLimit()
+  const need = Math.max(3 * Math.max(...cfg.sizes), ...cfg.memoryN, 5 * cfg.scopes * 1.5) / cfg.workers + 200
+  log(`fd limit ${fds}; largest set of sockets in one process about ${Math.round(need)}`)
+  if (Number.isFinite(fds) && fds < need) throw new Error(`ulimit -n is ${fds}; this run needs about ${Math.round(need)} (raise it: ulimit -n 65536)`)
+  const needsRedis = ['micro', 'scopes', 'cluster'].some((s) => cfg.only.includes(s))
+  if (needsRedis && !(await redisReachable())) throw new Error(`Redis is not reachable at ${REDIS.host}:${REDIS.port}`)
+
+  const workers = await startWorkers()
+  const plan = { micro, fanout, scopes, connect: connections, memory, storm, cluster }
+  try {
+    for (const name of SCENARIOS) {
+      if (!cfg.only.includes(name)) continue
+      log(`scenario ${name}`)
+      await plan[name](workers)
+    }
+  } finally {
+    for (const w of workers) await w.stop()
+    await cleanRedis()
+  }
+  report()
+}
+
+main().then(() => {
+  clearTimeout(watchdog)
+  process.exit(0)
+}, async (err) => {
+  console.error(err)
+  killChildren()
+  await cleanRedis()
+  process.exit(1)
+})

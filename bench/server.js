@@ -1,0 +1,321 @@
+// The server process: hosts every arm of a scenario side by side (raw Socket.IO on a plain
+// http server, the plugin on a Fastify app), so one process gives every CPU figure. Each block
+// does one arm's work only, and the driver reads this process's CPU around it.
+import { randomBytes, randomUUID } from 'node:crypto'
+import { createServer } from 'node:http'
+import { createAdapter } from '@socket.io/redis-adapter'
+import { createVerifier } from 'fast-jwt'
+import Fastify from 'fastify'
+import { Redis } from 'ioredis'
+import { Server } from 'socket.io'
+import { EVENT, REDIS, SECRET, cpuSince, now, serve } from './lib/util.js'
+
+let realtime, RedisHistoryStore
+try {
+  ({ default: realtime, RedisHistoryStore } = await import('../dist/index.js'))
+} catch (err) {
+  console.error('bench: cannot import ../dist/index.js; build first (npx tsup)\n', err.message)
+  process.exit(2)
+}
+
+// Heartbeats are the same on every arm and only add noise to per-block CPU: one every 10 min.
+const IO_OPTIONS = { pingInterval: 600_000, pingTimeout: 600_000 }
+const BACKLOG = 4096
+const HOST = '127.0.0.1'
+
+/** A raw app's event log kept by hand in Redis: what a hand-written integration does per event. */
+const RAW_APPEND = `
+local seq = redis.call('INCR', KEYS[1])
+redis.call('RPUSH', KEYS[2], seq .. ':' .. ARGV[1])
+redis.call('LTRIM', KEYS[2], -50, -1)
+redis.call('PEXPIRE', KEYS[1], 300000)
+redis.call('PEXPIRE', KEYS[2], 300000)
+return seq
+`
+
+// The options the plugin gives its own Redis connections (src/redis.ts), used for every client
+// that carries history here too, so raw and plugin talk to Redis the same way.
+const HISTORY_CONNECTION = {
+  lazyConnect: true,
+  enableOfflineQueue: false,
+  autoResendUnfulfilledCommands: false,
+  maxRetriesPerRequest: 0,
+  commandTimeout: 2000
+}
+
+const arms = new Map()
+const redisClients = []
+
+function redisClient (keyPrefix, options = { lazyConnect: true, maxRetriesPerRequest: 1 }) {
+  const client = new Redis({ ...REDIS, ...options, keyPrefix })
+  redisClients.push(client)
+  return client
+}
+
+function listening (server) {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen({ port: 0, host: HOST, backlog: BACKLOG }, () => resolve(server.address().port))
+  })
+}
+
+/**
+ * Raw Socket.IO doing by hand what the plugin does on the paths measured: the same JWT check
+ * (fast-jwt, HS256, same secret) in io.use, the same rooms joined, a ready message, and
+ * broadcasts of a byte-identical frame: payload + { id, scope, at, seq, epoch }.
+ */
+async function rawArm ({ name, auth = 'jwt', history = 'memory', adapter = false, prefix }) {
+  const http = createServer()
+  const io = new Server(http, IO_OPTIONS)
+  if (adapter) {
+    const pub = redisClient('')
+    const sub = redisClient('')
+    await Promise.all([pub.connect(), sub.connect()])
+    io.adapter(createAdapter(pub, sub, { key: `${prefix}raw:socket.io` }))
+  }
+  if (auth === 'jwt') {
+    const verify = createVerifier({ key: SECRET, algorithms: ['HS256'] })
+    io.use((socket, next) => {
+      const token = socket.handshake.auth?.token
+      if (typeof token !== 'string') return next(new Error('A token is required'))
+      let claims
+      try {
+        claims = verify(token)
+      } catch {
+        return next(new Error('The token is not valid'))
+      }
+      socket.data.user = { ...claims, id: claims.sub }
+      next()
+    })
+  } else {
+    io.use((socket, next) => {
+      socket.data.user = { ...socket.handshake.auth.user, id: socket.handshake.auth.user.sub }
+      next()
+    })
+  }
+  io.on('connection', (socket) => {
+    const user = socket.data.user
+    const scopes = [`user:${user.id}`, ...(user.rooms ?? [])]
+    socket.join(scopes)
+    socket.emit('ready', { userId: user.id, scopes })
+  })
+  const port = await listening(http)
+
+  let epoch = `${randomBytes(6).toString('base64url')}.${Date.now()}`
+  const seqs = new Map()
+  let broadcast
+  if (history === 'redis') {
+    const redis = redisClient(`${prefix}raw:`, HISTORY_CONNECTION)
+    await redis.connect()
+    redis.defineCommand('rawAppend', { numberOfKeys: 2, lua: RAW_APPEND })
+    broadcast = async (scope, payload) => {
+      const id = randomUUID()
+      const at = Date.now()
+      const seq = await redis.rawAppend(`s:${scope}`, `l:${scope}`, JSON.stringify({ id, event: EVENT, payload, at }))
+      io.to(scope).emit(EVENT, payload, { id, scope, at, seq, epoch })
+    }
+  } else {
+    broadcast = (scope, payload) => {
+      const seq = (seqs.get(scope) ?? 0) + 1
+      seqs.set(scope, seq)
+      io.to(scope).emit(EVENT, payload, { id: randomUUID(), scope, at: Date.now(), seq, epoch })
+    }
+  }
+  return {
+    name,
+    kind: 'raw',
+    port,
+    io,
+    broadcast,
+    setEpoch (value) { epoch = value },
+    async close () {
+      // io.close() also closes the http server
+      await new Promise((resolve) => { io.close(() => resolve()) })
+    }
+  }
+}
+
+/**
+ * The plugin on a Fastify app: JWT auth, rooms from the token's claims, history as asked.
+ * With `adapter` it gets the `redis` option (Redis adapter + Redis history, as a multi-node app
+ * runs it). Redis history without the adapter (one node) is a RedisHistoryStore on a connection
+ * of our own, passed as `history.store`, since the `redis` option always brings the adapter.
+ */
+async function pluginArm ({ name, history = 'memory', adapter = false, prefix }) {
+  const app = Fastify({ logger: false })
+  let historyOption = history === false ? false : { store: history }
+  let redis
+  if (adapter) {
+    redis = { ...REDIS, keyPrefix: `${prefix}plugin:` }
+  } else if (history === 'redis') {
+    const client = redisClient(`${prefix}plugin:`, HISTORY_CONNECTION)
+    await client.connect()
+    const store = new RedisHistoryStore()
+    store.attach(client)
+    historyOption = { store }
+  }
+  await app.register(realtime, {
+    auth: { secret: SECRET },
+    rooms: (user) => user.rooms ?? [],
+    history: historyOption,
+    ...(redis === undefined ? {} : { redis }),
+    io: IO_OPTIONS
+  })
+  await app.listen({ port: 0, host: HOST, backlog: BACKLOG })
+  return {
+    name,
+    kind: 'plugin',
+    port: app.server.address().port,
+    io: app.io,
+    app,
+    broadcast: (scope, payload) => app.broadcast(scope, EVENT, payload),
+    async close () { await app.close() }
+  }
+}
+
+function arm (name) {
+  const a = arms.get(name)
+  if (a === undefined) throw new Error(`no arm ${name}`)
+  return a
+}
+
+function sleep (ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+/**
+ * Issues `count` broadcasts of `arm` round robin over `scopes`: as fast as possible (`rate` 0)
+ * with up to `concurrency` awaited at once, or paced at `rate` per second. Each payload carries
+ * its index and the CLOCK_MONOTONIC time it was handed to the arm, for the clients' latency.
+ */
+async function send (target, { scopes, count, rate = 0, concurrency = 1, bytes = 64 }) {
+  const pad = 'x'.repeat(bytes)
+  const one = (i) => target.broadcast(scopes[i % scopes.length], { n: i, t: now(), pad })
+  if (rate > 0) {
+    const start = now()
+    const interval = 1e9 / rate
+    for (let i = 0; i < count; i++) {
+      const wait = (start + i * interval - now()) / 1e6
+      if (wait >= 1) await sleep(Math.floor(wait))
+      await one(i)
+    }
+    return
+  }
+  if (concurrency <= 1) {
+    for (let i = 0; i < count; i++) await one(i)
+    return
+  }
+  await new Promise((resolve, reject) => {
+    let next = 0
+    let inflight = 0
+    const pump = () => {
+      for (; inflight < concurrency && next < count; next++) {
+        inflight++
+        Promise.resolve(one(next)).then(() => {
+          inflight--
+          if (next >= count && inflight === 0) resolve()
+          else pump()
+        }, reject)
+      }
+    }
+    pump()
+  })
+}
+
+let blockCpu = null
+let blockStart = 0
+
+serve({
+  async setup ({ arms: specs, prefix }) {
+    const out = {}
+    for (const spec of specs) {
+      const a = spec.kind === 'plugin' ? await pluginArm({ ...spec, prefix }) : await rawArm({ ...spec, prefix })
+      arms.set(spec.name, a)
+      out[spec.name] = { port: a.port, kind: a.kind }
+    }
+    return out
+  },
+
+  /** Gives a raw arm the plugin's epoch string, so their frames are byte for byte the same length. */
+  async matchEpoch ({ raw, plugin, scope }) {
+    const position = await arm(plugin).app.realtime.history.position(scope)
+    arm(raw).setEpoch(position.epoch)
+    return position.epoch
+  },
+
+  async position ({ name, scope }) {
+    return await arm(name).app.realtime.history.position(scope)
+  },
+
+  async close ({ names }) {
+    for (const name of names ?? [...arms.keys()]) {
+      await arms.get(name)?.close()
+      arms.delete(name)
+    }
+    return true
+  },
+
+  counts () {
+    const out = {}
+    for (const [name, a] of arms) out[name] = { sockets: a.io.of('/').sockets.size, engine: a.io.engine.clientsCount }
+    return out
+  },
+
+  /** Resolves once none of `names` holds a socket or an engine.io client (bounded). */
+  async waitEmpty ({ names, timeoutMs = 60_000 }) {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const busy = names.filter((n) => {
+        const a = arm(n)
+        return a.io.of('/').sockets.size > 0 || a.io.engine.clientsCount > 0
+      })
+      if (busy.length === 0) return true
+      if (Date.now() > deadline) throw new Error(`sockets still open on ${busy.join(', ')}`)
+      await sleep(10)
+    }
+  },
+
+  cpuMark () {
+    blockCpu = process.cpuUsage()
+    blockStart = now()
+    return blockStart
+  },
+
+  cpuRead () {
+    return { cpu: cpuSince(blockCpu), wall: now() - blockStart }
+  },
+
+  /** One measured block: CPU is read from here until blockEnd. */
+  async block ({ arm: name, ...plan }) {
+    const target = arm(name)
+    blockCpu = process.cpuUsage()
+    blockStart = now()
+    await send(target, plan)
+    return { t0: blockStart, sent: now(), sendCpu: cpuSince(blockCpu) }
+  },
+
+  blockEnd () {
+    return { cpu: cpuSince(blockCpu), wall: now() - blockStart }
+  },
+
+  /** Sends without measuring (e.g. the events a storm will replay). */
+  async send ({ arm: name, ...plan }) {
+    await send(arm(name), plan)
+    return true
+  },
+
+  memory () {
+    for (let i = 0; i < 4; i++) globalThis.gc?.()
+    return process.memoryUsage()
+  },
+
+  async shutdown () {
+    for (const a of arms.values()) await a.close()
+    arms.clear()
+    await Promise.all(redisClients.map((c) => c.quit().catch(() => c.disconnect())))
+    setImmediate(() => process.exit(0))
+    return true
+  }
+})
+
+process.send({ ready: true })

@@ -1,4 +1,4 @@
-import type { HistoryStore, ReadResult } from './history/store.js'
+import type { HistoryStore, ReadResult, StoredEvent } from './history/store.js'
 import { EVENT_RESYNC, EVENT_SKIP, type Position, type ResyncReason } from './protocol.js'
 import type { EventMeta, RealtimeSocket, ResyncMessage, SkipMessage } from './types.js'
 import { isPromiseLike } from './util.js'
@@ -117,18 +117,93 @@ function release (socket: RealtimeSocket, hold: Hold | null, scope: string, head
   if (hold !== null && hold.release(scope, head)) holds.delete(socket)
 }
 
-function replay (socket: RealtimeSocket, scope: string, result: Extract<ReadResult, { ok: true }>): void {
+/** Socket.IO's EVENT packet type. */
+const EVENT_PACKET = 2
+
+interface Encoder {
+  encode: (packet: { type: number, nsp: string, data: unknown[] }) => unknown[]
+}
+
+/**
+ * Replayed events encoded once and written to every socket that replays them: after a node goes
+ * away, its clients reconnect together and replay the same events, and encoding each one per
+ * socket would cost more than the live delivery did (which Socket.IO encodes once per broadcast).
+ * Bounded by entries and bytes; an entry never changes, since `(scope, epoch, seq)` names one event.
+ */
+export class ReplayFrames {
+  readonly #encoder: Encoder | null
+  readonly #frames = new Map<string, { data: unknown[], encoded: unknown[], bytes: number }>()
+  readonly #maxEntries: number
+  readonly #maxBytes: number
+  #bytes = 0
+
+  constructor (encoder: unknown, maxEntries = 2000, maxBytes = 16 * 1024 * 1024) {
+    this.#encoder = typeof (encoder as Encoder | null)?.encode === 'function' ? encoder as Encoder : null
+    this.#maxEntries = maxEntries
+    this.#maxBytes = maxBytes
+  }
+
+  /** Writes one replayed event to `socket`; false when it cannot be encoded. */
+  write (socket: RealtimeSocket, scope: string, epoch: string, stored: StoredEvent): boolean {
+    const internals = socket as unknown as Internals
+    const write = internals.client.writeToEngine
+    if (this.#encoder === null || typeof write !== 'function') return emitReplay(socket, scope, epoch, stored)
+    const key = `${epoch}\u0000${stored.seq}\u0000${scope}`
+    let frame = this.#frames.get(key)
+    if (frame === undefined) {
+      const data = [stored.event, stored.payload, replayMeta(scope, epoch, stored)]
+      let encoded: unknown[]
+      try {
+        encoded = this.#encoder.encode({ type: EVENT_PACKET, nsp: '/', data })
+      } catch {
+        return false
+      }
+      let bytes = 0
+      for (const part of encoded) bytes += typeof part === 'string' ? part.length : (part as { byteLength?: number }).byteLength ?? 0
+      frame = { data, encoded, bytes }
+      if (bytes <= this.#maxBytes) this.#keep(key, frame)
+    }
+    if (!socket.connected) return true
+    // the same two steps as a broadcast: outgoing listeners, then the pre-encoded write
+    internals.notifyOutgoingListeners?.call(socket, { data: frame.data })
+    write.call(internals.client, frame.encoded, { compress: true })
+    return true
+  }
+
+  #keep (key: string, frame: { data: unknown[], encoded: unknown[], bytes: number }): void {
+    this.#frames.set(key, frame)
+    this.#bytes += frame.bytes
+    for (const [oldest, old] of this.#frames) {
+      if (this.#frames.size <= this.#maxEntries && this.#bytes <= this.#maxBytes) break
+      this.#frames.delete(oldest)
+      this.#bytes -= old.bytes
+    }
+  }
+}
+
+function replayMeta (scope: string, epoch: string, stored: StoredEvent): EventMeta {
+  const meta: EventMeta = { id: stored.id, scope, seq: stored.seq, epoch, at: stored.at, replayed: true }
+  if (stored.by !== undefined) meta.by = stored.by
+  return meta
+}
+
+function emitReplay (socket: RealtimeSocket, scope: string, epoch: string, stored: StoredEvent): boolean {
+  try {
+    socket.emit(stored.event, stored.payload, replayMeta(scope, epoch, stored))
+    return true
+  } catch {
+    return false
+  }
+}
+
+function replay (socket: RealtimeSocket, scope: string, result: Extract<ReadResult, { ok: true }>, frames: ReplayFrames | null): void {
   const { epoch } = result.position
   for (const stored of result.events) {
-    const meta: EventMeta = { id: stored.id, scope, seq: stored.seq, epoch, at: stored.at, replayed: true }
-    if (stored.by !== undefined) meta.by = stored.by
-    try {
-      socket.emit(stored.event, stored.payload, meta)
-    } catch {
-      // an event that cannot be encoded reached nobody live either: its seq carries nothing
-      const skipped: SkipMessage = { scope, seq: stored.seq, epoch }
-      socket.emit(EVENT_SKIP, skipped)
-    }
+    const written = frames === null ? emitReplay(socket, scope, epoch, stored) : frames.write(socket, scope, epoch, stored)
+    if (written) continue
+    // an event that cannot be encoded reached nobody live either: its seq carries nothing
+    const skipped: SkipMessage = { scope, seq: stored.seq, epoch }
+    socket.emit(EVENT_SKIP, skipped)
   }
 }
 
@@ -143,7 +218,8 @@ export async function catchUp (
   store: HistoryStore | null,
   scope: string,
   since: Position | undefined,
-  warn: (details: object, message: string) => void
+  warn: (details: object, message: string) => void,
+  frames: ReplayFrames | null = null
 ): Promise<CatchUp> {
   if (store === null) {
     if (since !== undefined) resync(socket, scope, 'unavailable')
@@ -170,7 +246,7 @@ export async function catchUp (
     }
     if (hold !== null) hold.replaying = true
     try {
-      replay(socket, scope, result)
+      replay(socket, scope, result, frames)
     } finally {
       if (hold !== null) hold.replaying = false
     }

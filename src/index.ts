@@ -97,7 +97,7 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
   }
   let redis: Redis | null = null
   let redisSub: Redis | null = null
-  const rooms = new Rooms({ ...options, timeoutMs: options.auth.timeoutMs }, store, log)
+  const rooms = new Rooms({ ...options, timeoutMs: options.auth.timeoutMs }, store, log, (io as unknown as { encoder?: unknown }).encoder)
   const cluster = new Cluster(io, nodeId, log, (userId, disconnected) => { rooms.revoke(userId, disconnected) })
 
   const stats = async (): Promise<RealtimeStats> => {

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { ConnectError } from './auth.js'
-import { catchUp } from './catchup.js'
+import { ReplayFrames, catchUp } from './catchup.js'
 import type { HistoryStore } from './history/store.js'
 import type { NormalizedOptions } from './options.js'
 import {
@@ -48,11 +48,13 @@ export class Rooms {
   readonly #onUnsubscribe: (this: RealtimeSocket, message: unknown, ack: unknown) => void
   /** Catch-up failures during a store outage come with every reconnect: warned at most every 10 s. */
   readonly #warnCatchUp: (details: object, message: string) => void
+  readonly #frames: ReplayFrames | null
 
-  constructor (options: Options, store: HistoryStore | null, log: FastifyBaseLogger) {
+  constructor (options: Options, store: HistoryStore | null, log: FastifyBaseLogger, encoder?: unknown) {
     this.#options = options
     this.#store = store
     this.#log = log
+    this.#frames = store === null ? null : new ReplayFrames(encoder)
     const rooms = this
     this.#onSubscribe = function onSubscribe (message, ack) {
       rooms.#subscribe(this, message).then((answer) => reply(ack, answer), (err: unknown) => {
@@ -173,7 +175,7 @@ export class Rooms {
         }))
         continue
       }
-      catchingUp.push(catchUp(socket, this.#store, scope, from, this.#warnCatchUp).then((result) => {
+      catchingUp.push(catchUp(socket, this.#store, scope, from, this.#warnCatchUp, this.#frames).then((result) => {
         if (result.position !== null) positions[scope] = result.position
       }))
     }
@@ -240,7 +242,7 @@ export class Rooms {
     } else if (!socket.connected) {
       return ackError('UNAVAILABLE', 'The socket is closed')
     }
-    const { replayed, position } = await catchUp(socket, this.#store, scope, since as Position | undefined, this.#warnCatchUp)
+    const { replayed, position } = await catchUp(socket, this.#store, scope, since as Position | undefined, this.#warnCatchUp, this.#frames)
     return { ok: true, scope, replayed, position }
   }
 

@@ -394,3 +394,34 @@ for (const snapshot of ['before', 'after'] as const) {
     t.same(replayed, snapshot === 'before' ? [1, 2, 3] : [1, 2, 3, 4], 'the replay is what the read saw; the rest came live, after it')
   })
 }
+
+t.test('many sockets replaying the same events each get all of them, binary ones too, and outgoing listeners see them', async (t) => {
+  const outgoing: string[] = []
+  const built = await build(t, grants, {
+    after: (app) => {
+      app.io.on('connection', (socket) => {
+        socket.onAnyOutgoing((event: string, _payload: unknown, meta: { replayed?: true, seq?: number }) => {
+          if (meta?.replayed === true) outgoing.push(`${socket.data.userId}:${event}:${meta.seq}`)
+        })
+      })
+    }
+  })
+  const position = await positionThenLeave(built, 'u1', 'team:1')
+  await built.app.broadcast('team:1', 'task:updated', { n: 1 })
+  await built.app.broadcast('team:1', 'task:file', { name: 'a.bin', bytes: Buffer.from([1, 2, 3]) })
+  await built.app.broadcast('team:1', 'task:updated', { n: 3 }, { by: 'u9' })
+  const users = ['u1', 'u1', 'u1', 'u1', 'u1']
+  const sockets = users.map((sub) => built.client({ token: tokenFor(sub), since: { 'team:1': position } }))
+  const seen = sockets.map(record)
+  await Promise.all(sockets.map(async (socket) => await waitFor(socket, 'realtime:ready')))
+  for (const [i, events] of seen.entries()) {
+    const replayed = events.filter(([event]) => event.startsWith('task:'))
+    t.same(replayed.map(([event, , meta]) => [event, meta.seq, meta.replayed]), [
+      ['task:updated', 1, true], ['task:file', 2, true], ['task:updated', 3, true]
+    ], `socket ${i}: every event once, in order, marked replayed`)
+    const file = replayed[1]![1] as { name: string, bytes: ArrayBuffer | Uint8Array }
+    t.same([...new Uint8Array(file.bytes)], [1, 2, 3], `socket ${i}: the binary payload intact`)
+    t.equal((replayed[2]![2] as { by?: string }).by, 'u9')
+  }
+  t.equal(outgoing.length, users.length * 3, 'the app\'s outgoing listeners saw every replayed event')
+})

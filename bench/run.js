@@ -233,6 +233,7 @@ function saturated (u) {
 
 // ---------- results ----------
 const rows = []
+const failed = []
 const details = []
 const raw = { cfg, scenarios: {} }
 
@@ -776,7 +777,8 @@ same bytes (payload + \`{ id, scope, at, seq, epoch }\`); the raw arms keep no h
 Both servers run with \`pingInterval\` 10 min so heartbeats do not land in blocks.`
 
 function report () {
-  const md = `# Benchmark results\n\n${machine()}\n\n${table()}\n\n${details.map((d) => `- ${d}`).join('\n')}\n\n${METHOD}\n`
+  const failures = failed.length === 0 ? '' : `**Scenarios that failed in this run:**\n${failed.map((f) => `- ${f}`).join('\n')}\n\n`
+  const md = `# Benchmark results\n\n${machine()}\n\n${failures}${table()}\n\n${details.map((d) => `- ${d}`).join('\n')}\n\n${METHOD}\n`
   mkdirSync(OUT_DIR, { recursive: true })
   writeFileSync(join(OUT_DIR, `results-${new Date().toISOString().replace(/[:.]/g, '-')}.json`), JSON.stringify({ ...raw, rows }, null, 1))
   mkdirSync(dirname(RESULTS_MD), { recursive: true })
@@ -839,7 +841,13 @@ async function main () {
     for (const name of SCENARIOS) {
       if (!cfg.only.includes(name)) continue
       log(`scenario ${name}`)
-      await plan[name](workers)
+      try {
+        await plan[name](workers)
+      } catch (err) {
+        // one scenario failing must not lose the others' figures: it is reported as failed
+        console.error(err)
+        failed.push(`${name}: ${String(err?.message ?? err).split('\n')[0]}`)
+      }
     }
   } finally {
     for (const w of workers) await w.stop()
@@ -850,7 +858,7 @@ async function main () {
 
 main().then(() => {
   clearTimeout(watchdog)
-  process.exit(0)
+  process.exit(failed.length === 0 ? 0 : 1)
 }, async (err) => {
   console.error(err)
   killChildren()

@@ -159,6 +159,9 @@ async function pluginArm ({ name, history = 'memory', adapter = false, prefix })
     rooms: (user) => user.rooms ?? [],
     history: historyOption,
     ...(redis === undefined ? {} : { redis }),
+    // every simulated client shares the loopback address: the per-address handshake cap would
+    // refuse a storm of them that real clients, from their own addresses, never hit
+    limits: { handshakesPerAddress: false },
     io: IO_OPTIONS
   })
   await app.listen({ port: 0, host: HOST, backlog: BACKLOG })

@@ -11,7 +11,7 @@ import { connect } from '../src/client/index.js'
 import { Cluster } from '../src/cluster.js'
 import { clientFor, clusterPrefix, poll, requestChannel, startCluster, startNode, type NodeProcess } from './cluster-helper.js'
 import type { FastifyRealtimeOptions } from '../src/index.js'
-import { build, collect, tokenFor, waitFor, type Built } from './helper.js'
+import { build, collect, gatedRooms, tokenFor, waitFor, type Built } from './helper.js'
 import { clientList, ownRedis, REDIS_HOST, redisClient, redisOptions } from './redis-helper.js'
 
 // Every Redis outage below must stay free of unhandled rejections, whatever test caused it.
@@ -171,30 +171,18 @@ t.test('a node whose subscriber was away has its clients reconnect and catch up 
 t.test('a leave() issued on another node while a subscribe waits on rooms() is not lost', async (t) => {
   const options = redisOptions(t)
   const members = new Set(['u1'])
-  let hold: Promise<void> | null = null
-  let entered!: () => void
-  const rooms = async (user: { id: string | number }): Promise<string[]> => {
-    const answer = members.has(String(user.id)) ? ['team:1'] : []
-    if (hold !== null) {
-      entered()
-      await hold
-    }
-    return answer
-  }
-  const a = await build(t, { rooms, redis: { ...options }, cluster: FAST })
-  const b = await build(t, { rooms, redis: { ...options }, cluster: FAST })
+  const gated = gatedRooms(members)
+  const a = await build(t, { rooms: gated.rooms, redis: { ...options }, cluster: FAST })
+  const b = await build(t, { rooms: gated.rooms, redis: { ...options }, cluster: FAST })
   await poll('A counts both nodes', async () => await a.app.realtime.stats(), (s) => s.cluster?.nodes === 2)
   const { socket } = await b.connected('u1')
   await b.app.realtime.leave('u1', 'team:1')
-  let release!: () => void
-  hold = new Promise((resolve) => { release = resolve })
-  const asked = new Promise<void>((resolve) => { entered = resolve })
+  const paused = gated.pause()
   const ack = socket.timeout(10_000).emitWithAck('realtime:subscribe', { scope: 'team:1' })
-  await asked
+  await paused.asked
   members.delete('u1')
   await a.app.realtime.leave('u1', 'team:1') // applied on B while B's lookup waits
-  hold = null
-  release()
+  paused.release()
   t.match(await ack, { ok: false, error: { code: 'FORBIDDEN' } }, 'the answer from before the leave is not used')
   t.same(await roomsOf(b.app, 'u1'), [['user:u1']])
 })

@@ -2,7 +2,7 @@ import t from 'tap'
 import { Type } from 'typebox'
 import Fastify from 'fastify'
 import realtime from '../src/index.js'
-import { SECRET, build, collect, flush, refusal, request, tokenFor, waitFor } from './helper.js'
+import { SECRET, build, collect, flush, gatedRooms, refusal, request, tokenFor, waitFor } from './helper.js'
 
 const rejections: unknown[] = []
 process.on('unhandledRejection', (reason) => { rejections.push(reason) })
@@ -268,29 +268,17 @@ t.test('rooms(user) at connect is capped at limits.scopesPerSocket', async (t) =
 
 t.test('a leave() that lands while a subscribe waits on rooms() is not lost', async (t) => {
   const members = new Set(['u1'])
-  let hold: Promise<void> | null = null
-  let entered!: () => void
-  const { app, connected } = await build(t, {
-    rooms: async (user) => {
-      const answer = members.has(String(user.id)) ? ['team:1'] : []
-      if (hold !== null) {
-        entered()
-        await hold
-      }
-      return answer
-    }
-  })
+  const gated = gatedRooms(members)
+  const { app, connected } = await build(t, { rooms: gated.rooms })
   const { socket } = await connected('u1')
-  let release!: () => void
-  hold = new Promise((resolve) => { release = resolve })
-  const asked = new Promise<void>((resolve) => { entered = resolve })
-  const ack = request(socket, 'realtime:unsubscribe', { scope: 'team:1' }).then(() => request(socket, 'realtime:subscribe', { scope: 'team:1' }))
-  await asked
+  await request(socket, 'realtime:unsubscribe', { scope: 'team:1' })
+  const paused = gated.pause()
+  const ack = request(socket, 'realtime:subscribe', { scope: 'team:1' })
+  await paused.asked
   // the lookup has answered "member" and waits; meanwhile the member is removed
   members.delete('u1')
   await app.realtime.leave('u1', 'team:1')
-  hold = null
-  release()
+  paused.release()
   t.match(await ack, { ok: false, error: { code: 'FORBIDDEN' } }, 'the answer given before the leave is not used')
   const got = collect(socket, 'after')
   await app.broadcast('team:1', 'after', 1)
@@ -300,33 +288,20 @@ t.test('a leave() that lands while a subscribe waits on rooms() is not lost', as
 
 t.test('a leave() or disconnectUser() that lands during the handshake is not lost', async (t) => {
   const members = new Set(['u1', 'u2'])
-  let hold: Promise<void> | null = null
-  let entered!: () => void
-  const { app, client } = await build(t, {
-    rooms: async (user) => {
-      const answer = members.has(String(user.id)) ? ['team:1'] : []
-      if (hold !== null) {
-        entered()
-        await hold
-      }
-      return answer
-    }
-  })
+  const gated = gatedRooms(members)
+  const { app, client } = await build(t, { rooms: gated.rooms })
   for (const [userId, change] of [['u1', 'leave'], ['u2', 'disconnect']] as const) {
-    let release!: () => void
-    hold = new Promise((resolve) => { release = resolve })
-    const asked = new Promise<void>((resolve) => { entered = resolve })
+    const paused = gated.pause()
     const socket = client({ token: tokenFor(userId) })
     const outcome = new Promise<unknown>((resolve) => {
       socket.once('realtime:ready', (ready: { scopes: string[] }) => resolve(ready.scopes))
       socket.once('connect_error', (err: Error & { data?: { code?: string } }) => resolve(err.data?.code))
     })
-    await asked
+    await paused.asked
     members.delete(userId)
     if (change === 'leave') await app.realtime.leave(userId, 'team:1')
     else await app.realtime.disconnectUser(userId)
-    hold = null
-    release()
+    paused.release()
     if (change === 'leave') t.same(await outcome, [`user:${userId}`], 'asked again: joined without the scope it lost')
     else t.equal(await outcome, 'UNAVAILABLE', 'a user disconnected during the handshake is refused (retry decides again)')
   }

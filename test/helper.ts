@@ -145,3 +145,40 @@ export async function resolve (specifier, context, next) {
   }
   return await import(new URL(`../${path}`, import.meta.url).href) as T
 }
+
+/**
+ * A `rooms(user)` backed by a set of member ids (members get `scope`), that can be made to wait
+ * after it has read the membership: `pause()` holds the next lookups, and resolves `asked` once
+ * one of them has read its answer, so a test can change membership while that answer is in flight.
+ */
+export function gatedRooms (members: Set<string>, scope = 'team:1'): {
+  rooms: (user: { id: string | number }) => Promise<string[]>
+  pause: () => { asked: Promise<void>, release: () => void }
+} {
+  let gate: { wait: Promise<void>, entered: () => void } | null = null
+  return {
+    rooms: async (user) => {
+      const answer = members.has(String(user.id)) ? [scope] : []
+      const current = gate
+      if (current !== null) {
+        current.entered()
+        await current.wait
+      }
+      return answer
+    },
+    pause: () => {
+      let release!: () => void
+      let entered!: () => void
+      const wait = new Promise<void>((resolve) => { release = resolve })
+      const asked = new Promise<void>((resolve) => { entered = resolve })
+      gate = { wait, entered }
+      return {
+        asked,
+        release: () => {
+          gate = null
+          release()
+        }
+      }
+    }
+  }
+}

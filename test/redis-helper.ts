@@ -36,7 +36,8 @@ export async function deleteKeys (port: number, prefix: string): Promise<void> {
   }
 }
 
-async function freePort (): Promise<number> {
+/** A loopback port nothing listens on right now. */
+export async function freePort (): Promise<number> {
   const server = createServer()
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
@@ -67,8 +68,29 @@ export function spawnRedis (args: string[]): ChildProcess {
   return child
 }
 
-/** A redis-server of this test's own on a free loopback port (nothing on disk); killed at teardown. */
-export async function ownRedis (t: Teardown): Promise<OwnRedis> {
+/** Resolves once the Redis at `port` answers a PING (a server just started needs a moment, and may load its data); bounded. */
+export async function answering (port: number): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    const probe = new Redis({ host: REDIS_HOST, port, lazyConnect: true, retryStrategy: () => null })
+    probe.on('error', () => {})
+    try {
+      await probe.connect()
+      await probe.ping()
+      return
+    } catch (err) {
+      if (attempt >= 100) throw err
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    } finally {
+      probe.disconnect()
+    }
+  }
+}
+
+/**
+ * A redis-server of this test's own on a free loopback port; killed at teardown. By default it
+ * keeps nothing on disk; `persistence` gives it other settings (e.g. an append-only file).
+ */
+export async function ownRedis (t: Teardown, persistence: string[] = ['--save', '', '--appendonly', 'no']): Promise<OwnRedis> {
   const port = await freePort()
   let child: ChildProcess | null = null
   const kill = async (): Promise<void> => {
@@ -80,22 +102,8 @@ export async function ownRedis (t: Teardown): Promise<OwnRedis> {
     await exited
   }
   const start = async (): Promise<void> => {
-    child = spawnRedis(['--port', String(port), '--bind', REDIS_HOST, '--save', '', '--appendonly', 'no'])
-    // the server needs a moment to listen: probe until it answers (bounded)
-    for (let attempt = 0; ; attempt++) {
-      const probe = new Redis({ host: REDIS_HOST, port, lazyConnect: true, retryStrategy: () => null })
-      probe.on('error', () => {})
-      try {
-        await probe.connect()
-        await probe.ping()
-        return
-      } catch (err) {
-        if (attempt >= 100) throw err
-        await new Promise((resolve) => setTimeout(resolve, 50))
-      } finally {
-        probe.disconnect()
-      }
-    }
+    child = spawnRedis(['--port', String(port), '--bind', REDIS_HOST, ...persistence])
+    await answering(port)
   }
   t.teardown(kill)
   await start()

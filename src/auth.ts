@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import type { ExtendedError } from 'socket.io'
 import type { NormalizedOptions } from './options.js'
-import { EVENT_AUTH, EVENT_AUTH_EXPIRED, ackError, userIdString, type ConnectErrorCode } from './protocol.js'
+import { EVENT_AUTH_EXPIRED, ackError, userIdString, type ConnectErrorCode } from './protocol.js'
 import type { RealtimeClaims, RealtimeSocket, RealtimeUser } from './types.js'
 import { isPromiseLike, reply, withTimeout } from './util.js'
 
@@ -87,7 +87,8 @@ export interface Authenticated {
  * that are due. A socket costs a Set entry, not a timer of its own.
  */
 class ExpiryWatch {
-  readonly #buckets = new Map<number, Set<RealtimeSocket>>()
+  /** Sockets by the second their token expires: one socket alone (the usual case) or a Set. */
+  readonly #buckets = new Map<number, RealtimeSocket | Set<RealtimeSocket>>()
   readonly #bucketOf = new WeakMap<RealtimeSocket, number>()
   readonly #onExpired: (socket: RealtimeSocket) => void
   #timer: NodeJS.Timeout | undefined
@@ -116,8 +117,11 @@ class ExpiryWatch {
     this.#bucketOf.delete(socket)
     const bucket = this.#buckets.get(second)
     if (bucket === undefined) return
-    bucket.delete(socket)
-    if (bucket.size === 0) this.#buckets.delete(second)
+    if (bucket === socket) this.#buckets.delete(second)
+    else if (bucket instanceof Set) {
+      bucket.delete(socket)
+      if (bucket.size === 0) this.#buckets.delete(second)
+    }
     if (this.#buckets.size === 0) this.stop()
   }
 
@@ -127,9 +131,10 @@ class ExpiryWatch {
   }
 
   #add (socket: RealtimeSocket, second: number): void {
-    let bucket = this.#buckets.get(second)
-    if (bucket === undefined) this.#buckets.set(second, bucket = new Set())
-    bucket.add(socket)
+    const bucket = this.#buckets.get(second)
+    if (bucket === undefined) this.#buckets.set(second, socket)
+    else if (bucket instanceof Set) bucket.add(socket)
+    else this.#buckets.set(second, new Set([bucket, socket]))
     this.#bucketOf.set(socket, second)
     if (this.#timer === undefined) {
       this.#cursor = Math.min(second, Math.floor(Date.now() / 1000))
@@ -145,7 +150,7 @@ class ExpiryWatch {
       const bucket = this.#buckets.get(this.#cursor)
       if (bucket === undefined) continue
       this.#buckets.delete(this.#cursor)
-      for (const socket of bucket) {
+      for (const socket of bucket instanceof Set ? bucket : [bucket]) {
         this.#bucketOf.delete(socket)
         this.#onExpired(socket)
       }
@@ -166,7 +171,6 @@ export class Auth {
   /** Disconnect timers of sockets told `realtime:auth_expired` (few at a time). */
   readonly #grace = new Map<RealtimeSocket, NodeJS.Timeout>()
   /** Shared by every socket (`this` is the socket): no closure per connection. */
-  readonly #onAuth: (this: RealtimeSocket, message: unknown, ack: unknown) => void
   readonly #onDisconnect: (this: RealtimeSocket) => void
 
   constructor (options: NormalizedOptions['auth'], verify: VerifyToken, log: FastifyBaseLogger) {
@@ -175,15 +179,6 @@ export class Auth {
     this.#log = log
     this.#expiry = new ExpiryWatch((socket) => this.#expired(socket))
     const auth = this
-    this.#onAuth = function onAuth (message, ack) {
-      auth.#refresh(this, message).then(
-        (answer) => reply(ack, answer),
-        (err: unknown) => {
-          auth.#log.error({ err }, 'fastify-realtime: token refresh failed')
-          reply(ack, ackError('UNAVAILABLE', 'The token could not be checked right now'))
-        }
-      )
-    }
     this.#onDisconnect = function onDisconnect () {
       auth.#clear(this)
     }
@@ -208,12 +203,22 @@ export class Auth {
       : this.#lookup(claims, socket)
   }
 
-  /** Starts the expiry watch and answers `realtime:auth` refreshes. */
+  /** Starts the expiry watch of a connected socket. */
   attach (socket: RealtimeSocket): void {
     const exp = socket.data.claims.exp
     if (typeof exp === 'number') this.#expiry.watch(socket, exp)
-    socket.on(EVENT_AUTH, this.#onAuth)
     socket.on('disconnect', this.#onDisconnect)
+  }
+
+  /** Answers `realtime:auth { token }`: a fresh token for the same user keeps the socket. */
+  refresh (socket: RealtimeSocket, message: unknown, ack: unknown): void {
+    this.#refresh(socket, message).then(
+      (answer) => reply(ack, answer),
+      (err: unknown) => {
+        this.#log.error({ err }, 'fastify-realtime: token refresh failed')
+        reply(ack, ackError('UNAVAILABLE', 'The token could not be checked right now'))
+      }
+    )
   }
 
   /** Stops every timer (the plugin is closing). */

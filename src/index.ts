@@ -15,11 +15,11 @@ import { MemoryHistoryStore } from './history/memory.js'
 import { RedisHistoryStore } from './history/redis.js'
 import type { HistoryStore } from './history/store.js'
 import { normalizeOptions, type NormalizedOptions } from './options.js'
-import { isScope, userIdString } from './protocol.js'
-import { HandshakeGuard, SendBufferWatch, limitRate } from './limits.js'
+import { EVENT_AUTH, EVENT_SUBSCRIBE, EVENT_UNSUBSCRIBE, isScope, userIdString } from './protocol.js'
+import { HandshakeGuard, SendBufferWatch, routeEvents, type EventRoute } from './limits.js'
 import { closeRedis, connectRedis } from './redis.js'
 import { isPromiseLike } from './util.js'
-import { Rooms, type Grant } from './rooms.js'
+import { Rooms } from './rooms.js'
 import type { FastifyRealtimeOptions, RealtimeApi, RealtimeClaims, RealtimeServer, RealtimeSocket, RealtimeStats } from './types.js'
 
 type AllowRequest = NonNullable<ServerOptions['allowRequest']>
@@ -138,7 +138,7 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
   }
 
   /** Authenticates a handshake on any namespace; on `/` it also asks for the scopes to join. */
-  const granted = new WeakMap<RealtimeSocket, { scopes: string[], grant: Grant }>()
+  const granted = new WeakMap<RealtimeSocket, string[]>()
   const authenticate = (socket: RealtimeSocket, next: (err?: Error) => void): void => {
     const conn = socket.conn
     const main = socket.nsp.name === '/'
@@ -154,23 +154,18 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
       next(new ConnectError('UNAVAILABLE', 'A second CONNECT arrived during the handshake'))
       return
     }
-    let grant: Grant | undefined
-    let userId: string | undefined
     const verified = auth
     const admitted = (authenticated: Authenticated): void | Promise<void> => {
-      userId = authenticated.userId
       socket.data.claims = authenticated.claims
       socket.data.user = authenticated.user
       socket.data.userId = authenticated.userId
       if (!main) return
-      const opened = rooms.open(userId)
-      grant = opened
-      const scopes = rooms.granted(authenticated.user, userId, opened)
+      const scopes = rooms.granted(authenticated.user, authenticated.userId)
       if (!isPromiseLike(scopes)) {
-        granted.set(socket, { scopes, grant: opened })
+        granted.set(socket, scopes)
         return
       }
-      return Promise.resolve(scopes).then((answer) => { granted.set(socket, { scopes: answer, grant: opened }) })
+      return Promise.resolve(scopes).then((answer) => { granted.set(socket, answer) })
     }
     const passed = (): void => {
       handshakes.end(conn, socket.nsp.name)
@@ -179,7 +174,6 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     }
     const refused = (err: unknown): void => {
       handshakes.end(conn, socket.nsp.name)
-      if (grant !== undefined && userId !== undefined) rooms.settle(userId, grant)
       if (err instanceof ConnectError) return next(err)
       log.error({ err }, 'fastify-realtime: handshake failed')
       next(new ConnectError('UNAVAILABLE', 'The server could not complete the handshake; try again'))
@@ -197,50 +191,44 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     else passed()
   }
   io.use(authenticate)
+  // the protocol's client-to-server events; `auth` is set by the time any socket is connected
+  const authRoutes: Record<string, EventRoute> = {
+    [EVENT_AUTH]: (socket, message, ack) => { auth?.refresh(socket, message, ack) }
+  }
+  const mainRoutes: Record<string, EventRoute> = {
+    ...authRoutes,
+    [EVENT_SUBSCRIBE]: (socket, message, ack) => { rooms.subscribe(socket, message, ack) },
+    [EVENT_UNSUBSCRIBE]: (socket, message, ack) => { rooms.unsubscribe(socket, message, ack) }
+  }
   // every namespace is authenticated, including ones the app creates later (and dynamic children)
   io.on('new_namespace', (namespace) => {
     namespace.use(authenticate)
     namespace.on('connection', (socket: RealtimeSocket) => {
       if (auth === null) return
-      if (options.rateLimit !== false) limitRate(socket, options.rateLimit.max, options.rateLimit.windowMs)
+      routeEvents(socket, options.rateLimit, authRoutes)
       auth.attach(socket)
     })
   })
+  // From the grant to this join nothing waits on I/O (a next tick at most), so no membership
+  // change can land in between: the grant is still current.
   io.on('connection', (socket: RealtimeSocket) => {
-    const handshake = granted.get(socket)
+    const scopes = granted.get(socket)
     granted.delete(socket)
-    if (auth === null || handshake === undefined) {
+    if (auth === null || scopes === undefined) {
       socket.disconnect(true)
       return
     }
-    const { scopes, grant } = handshake
-    const userId = socket.data.userId
-    if (grant.disconnected) {
-      rooms.settle(userId, grant)
-      socket.disconnect(true)
-      return
-    }
-    if (options.rateLimit !== false) limitRate(socket, options.rateLimit.max, options.rateLimit.windowMs)
+    routeEvents(socket, options.rateLimit, mainRoutes)
     auth.attach(socket)
     const setupFailed = (err: unknown): void => {
       log.error({ err }, 'fastify-realtime: connection setup failed')
       socket.disconnect(true)
     }
-    if (!grant.revoked) {
-      rooms.settle(userId, grant)
-      try {
-        rooms.attach(socket, scopes)?.catch(setupFailed)
-      } catch (err) {
-        setupFailed(err)
-      }
-      return
+    try {
+      rooms.attach(socket, scopes)?.catch(setupFailed)
+    } catch (err) {
+      setupFailed(err)
     }
-    // a membership change that landed between the grant and the join: ask again first
-    Promise.resolve()
-      .then(() => rooms.granted(socket.data.user, userId, grant))
-      .finally(() => rooms.settle(userId, grant))
-      .then((current) => rooms.attach(socket, current))
-      .catch(setupFailed)
   })
 
   fastify.addHook('onReady', async function wireRealtime () {

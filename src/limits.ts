@@ -3,30 +3,40 @@ import { EVENT_AUTH, ackError } from './protocol.js'
 import type { RealtimeServer, RealtimeSocket } from './types.js'
 import { reply } from './util.js'
 
+/** A handler of one of the protocol's client-to-server events. */
+export type EventRoute = (socket: RealtimeSocket, message: unknown, ack: unknown) => void
+
 /**
- * Caps client-to-server events per socket in fixed windows. An event over the cap is dropped
- * and, when it carries an ack, answered with RATE_LIMITED. `realtime:auth` is never capped: a
- * client over its cap must still be able to refresh its token.
+ * One middleware per socket, ahead of the app's own: it caps client-to-server events in fixed
+ * windows (an event over the cap is dropped and, when it carries an ack, answered with
+ * RATE_LIMITED) and answers the protocol's events (`routes`, by name), which never reach the
+ * app's listeners. `realtime:auth` is never capped: a client over its cap must still be able to
+ * refresh its token. `rate` false: no cap.
  */
-export function limitRate (socket: RealtimeSocket, max: number, windowMs: number): void {
+export function routeEvents (socket: RealtimeSocket, rate: { max: number, windowMs: number } | false, routes: Readonly<Record<string, EventRoute>>): void {
   let count = 0
   let windowEnds = 0
   socket.use((packet, next) => {
-    if (packet[0] === EVENT_AUTH) {
+    const event = packet[0] as string
+    const route = Object.hasOwn(routes, event) ? routes[event] : undefined
+    const ack = packet.length > 1 ? packet[packet.length - 1] : undefined
+    if (rate !== false && event !== EVENT_AUTH) {
+      const now = Date.now()
+      if (now >= windowEnds) {
+        count = 0
+        windowEnds = now + rate.windowMs
+      }
+      if (++count > rate.max) {
+        const retryIn = Math.ceil((windowEnds - now) / 1000)
+        reply(ack, ackError('RATE_LIMITED', `Too many events; try again in ${retryIn} s`))
+        return
+      }
+    }
+    if (route === undefined) {
       next()
       return
     }
-    const now = Date.now()
-    if (now >= windowEnds) {
-      count = 0
-      windowEnds = now + windowMs
-    }
-    if (++count <= max) {
-      next()
-      return
-    }
-    const retryIn = Math.ceil((windowEnds - now) / 1000)
-    reply(packet[packet.length - 1], ackError('RATE_LIMITED', `Too many events; try again in ${retryIn} s`))
+    route(socket, packet.length > 2 || typeof ack !== 'function' ? packet[1] : undefined, ack)
   })
 }
 
@@ -35,7 +45,7 @@ interface EngineConnection {
   remoteAddress: string
   writeBuffer: Array<{ data?: unknown }>
   transport?: { socket?: { bufferedAmount?: unknown } }
-  once: (event: 'close', listener: () => void) => void
+  on: (event: 'close', listener: (this: EngineConnection) => void) => void
   close: (discard?: boolean) => void
 }
 
@@ -53,8 +63,13 @@ export class HandshakeGuard {
   /** Namespaces with a handshake running, per transport (nearly always just `/`): a second CONNECT meanwhile is refused. */
   readonly #running = new WeakMap<object, string | Set<string>>()
 
+  /** One listener for every transport (`this` is the transport): no closure per connection. */
+  readonly #onClose: (this: EngineConnection) => void
+
   constructor (max: number | false) {
     this.#max = max
+    const guard = this
+    this.#onClose = function onClose () { guard.authenticated(this) }
   }
 
   /** False when `address` is at its cap (for `allowRequest`). */
@@ -68,7 +83,7 @@ export class HandshakeGuard {
     const address = conn.remoteAddress
     this.#pending.set(address, (this.#pending.get(address) ?? 0) + 1)
     this.#open.add(conn)
-    conn.once('close', () => this.authenticated(conn))
+    conn.on('close', this.#onClose)
   }
 
   /** Releases the transport's place; later calls for it do nothing. */

@@ -5,8 +5,6 @@ import type { HistoryStore } from './history/store.js'
 import type { NormalizedOptions } from './options.js'
 import {
   EVENT_READY,
-  EVENT_SUBSCRIBE,
-  EVENT_UNSUBSCRIBE,
   ackError,
   isPosition,
   isScope,
@@ -43,9 +41,6 @@ export class Rooms {
   readonly #pending = new WeakMap<RealtimeSocket, number>()
   /** Authorizations in flight by user id; an entry lives only while one is. */
   readonly #grants = new Map<string, Set<Grant>>()
-  /** Shared by every socket (`this` is the socket): no closure per connection. */
-  readonly #onSubscribe: (this: RealtimeSocket, message: unknown, ack: unknown) => void
-  readonly #onUnsubscribe: (this: RealtimeSocket, message: unknown, ack: unknown) => void
   /** Catch-up failures during a store outage come with every reconnect: warned at most every 10 s. */
   readonly #warnCatchUp: (details: object, message: string) => void
   readonly #frames: ReplayFrames | null
@@ -55,16 +50,6 @@ export class Rooms {
     this.#store = store
     this.#log = log
     this.#frames = store === null ? null : new ReplayFrames(encoder)
-    const rooms = this
-    this.#onSubscribe = function onSubscribe (message, ack) {
-      rooms.#subscribe(this, message).then((answer) => reply(ack, answer), (err: unknown) => {
-        rooms.#log.error({ err }, 'fastify-realtime: subscribe failed')
-        reply(ack, ackError('UNAVAILABLE', 'The subscription could not be completed right now'))
-      })
-    }
-    this.#onUnsubscribe = function onUnsubscribe (message, ack) {
-      reply(ack, rooms.#unsubscribe(this, message))
-    }
     let lastWarning = -Infinity
     this.#warnCatchUp = (details, message) => {
       const now = Date.now()
@@ -72,6 +57,19 @@ export class Rooms {
       lastWarning = now
       log.warn(details, message)
     }
+  }
+
+  /** Answers `realtime:subscribe { scope, since? }`. */
+  subscribe (socket: RealtimeSocket, message: unknown, ack: unknown): void {
+    this.#subscribe(socket, message).then((answer) => reply(ack, answer), (err: unknown) => {
+      this.#log.error({ err }, 'fastify-realtime: subscribe failed')
+      reply(ack, ackError('UNAVAILABLE', 'The subscription could not be completed right now'))
+    })
+  }
+
+  /** Answers `realtime:unsubscribe { scope }`. */
+  unsubscribe (socket: RealtimeSocket, message: unknown, ack: unknown): void {
+    reply(ack, this.#unsubscribe(socket, message))
   }
 
   /** Opens an authorization for `userId`; close it with `settle` once its answer is applied. */
@@ -105,8 +103,7 @@ export class Rooms {
    * when a membership change lands meanwhile. Throws (or rejects with) a ConnectError when the
    * app cannot answer. A synchronous `rooms` is answered synchronously: nothing can land meanwhile.
    */
-  granted (user: RealtimeUser, userId: string, grant: Grant): string[] | Promise<string[]> {
-    grant.revoked = false
+  granted (user: RealtimeUser, userId: string): string[] | Promise<string[]> {
     let scopes: readonly string[] | Promise<readonly string[]>
     try {
       scopes = this.#ask(user)
@@ -114,7 +111,10 @@ export class Rooms {
       throw this.#lookupFailed(err)
     }
     if (!isPromiseLike(scopes)) return this.#clean(scopes, userId)
-    return this.#grantedLater(scopes, user, userId, grant)
+    // only an answer that takes a while can be overtaken by a leave or a disconnect: watch for
+    // them until it is in (what follows up to the join runs without waiting on anything)
+    const grant = this.open(userId)
+    return this.#grantedLater(scopes, user, userId, grant).finally(() => this.settle(userId, grant))
   }
 
   async #grantedLater (first: Promise<readonly string[]>, user: RealtimeUser, userId: string, grant: Grant): Promise<string[]> {
@@ -140,13 +140,10 @@ export class Rooms {
   }
 
   /**
-   * Joins the granted scopes, answers subscribe/unsubscribe, catches up, then says ready. With
-   * nothing to replay and a synchronous store, all of it happens before it returns.
+   * Joins the granted scopes, catches up, then says ready. With nothing to replay and a
+   * synchronous store, all of it happens before it returns.
    */
   attach (socket: RealtimeSocket, scopes: string[]): Promise<void> | undefined {
-    socket.on(EVENT_SUBSCRIBE, this.#onSubscribe)
-    socket.on(EVENT_UNSUBSCRIBE, this.#onUnsubscribe)
-
     socket.join(scopes)
     const since = sinceMap((socket.handshake.auth as { since?: unknown } | undefined)?.since)
     // keyed by scope names that differ per user: a dictionary object, so each connection does not

@@ -496,6 +496,7 @@ async function connections (workers) {
         { name: 'rawNoAuth', kind: 'raw', auth: 'none' },
         { name: 'rawJwt', kind: 'raw', auth: 'jwt' },
         { name: 'rawJwt2', kind: 'raw', auth: 'jwt' },
+        { name: 'rawFastify', kind: 'raw', auth: 'jwt', fastify: true },
         { name: 'plugin', kind: 'plugin', history: 'memory' }
       ]
     })
@@ -513,6 +514,8 @@ async function connections (workers) {
     const [ab, aa] = await abba('connections', [['rawJwt', 'plugin'], ['rawJwt', 'rawJwt2']], block)
     // the cost of the JWT check itself, for context: raw with it vs raw without it
     const [nab] = await abba('connections no-auth', [['rawJwt', 'rawNoAuth']], block, { groups: Math.max(3, Math.round(cfg.groups / 4)), warmup: 0 })
+    // where the gap comes from: raw Socket.IO on a plain http server vs on Fastify's server, and the plugin vs the latter
+    const [fab, fpb] = await abba('connections on Fastify', [['rawJwt', 'rawFastify'], ['rawFastify', 'plugin']], block, { groups: Math.max(5, Math.round(cfg.groups / 2)), warmup: 1 })
     const perConn = (b) => b.serverCpu / N
     const cpuRate = (b) => N / b.serverCpu * 1e6
     const wallRate = (b) => N / b.wall * 1e9
@@ -537,6 +540,22 @@ async function connections (workers) {
       aa: spread(groupRatios(aa, wallRate)),
       note: saturated(utilisation(ab))
     })
+    const fa = armValues(fab, perConn)
+    row(`Connection setup (N=${N})`, 'context: raw on Fastify\'s server (no plugin) vs raw on plain http: connections/s per server core', {
+      a: 1e6 / fa.a,
+      b: 1e6 / fa.b,
+      unit: '/s',
+      ratio: spread(groupRatios(fab, cpuRate)),
+      note: `server µs per connection: plain http ${fmt(fa.a, 0)}, Fastify ${fmt(fa.b, 0)}: what Fastify's HTTP server itself adds`
+    })
+    const fp = armValues(fpb, perConn)
+    row(`Connection setup (N=${N})`, 'context: plugin vs raw on the same Fastify server: connections/s per server core', {
+      a: 1e6 / fp.a,
+      b: 1e6 / fp.b,
+      unit: '/s',
+      ratio: spread(groupRatios(fpb, cpuRate)),
+      note: `server µs per connection: raw on Fastify ${fmt(fp.a, 0)}, plugin ${fmt(fp.b, 0)}: what the plugin itself adds`
+    })
     const na = armValues(nab, perConn)
     row(`Connection setup (N=${N})`, 'raw with JWT vs raw without auth: server µs per connection', {
       a: na.a,
@@ -548,7 +567,7 @@ async function connections (workers) {
     details.push(`**Connection setup.** ${N} connections per block, ${cfg.connectWindow} handshakes in flight; ` +
       'a block ends when every socket has its ready message (raw: join user + team rooms, emit `ready`; plugin: JWT, user, ' +
       'rooms(), join, history position, `realtime:ready`). Disconnects happen between blocks, outside the measurement.')
-    raw.scenarios.connect = { ab, aa, nab }
+    raw.scenarios.connect = { ab, aa, nab, fab, fpb }
   } finally {
     await server.call('shutdown').catch(() => {})
     await server.stop()
@@ -773,7 +792,7 @@ Server CPU is \`process.cpuUsage()\` of the server process across the block (use
 that process; on 2 cores the clients share the machine, which is why wall-clock rates and latencies are context
 and the CPU ratios are the headline. The raw arms do by hand what the plugin does on the measured path: the same
 JWT check (fast-jwt, HS256, same secret) in \`io.use\`, the same rooms, and \`io.to(scope).emit\` of a frame with the
-same bytes (payload + \`{ id, scope, at, seq, epoch }\`); the raw arms keep no history unless stated.
+same bytes (payload + \`{ id, scope, seq, epoch, at }\`); the raw arms keep no history unless stated.
 Both servers run with \`pingInterval\` 10 min so heartbeats do not land in blocks.`
 
 function report () {

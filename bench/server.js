@@ -62,10 +62,12 @@ function listening (server) {
 /**
  * Raw Socket.IO doing by hand what the plugin does on the paths measured: the same JWT check
  * (fast-jwt, HS256, same secret) in io.use, the same rooms joined, a ready message, and
- * broadcasts of a byte-identical frame: payload + { id, scope, at, seq, epoch }.
+ * broadcasts of a byte-identical frame: payload + { id, scope, seq, epoch, at } (the order the plugin writes, as the contract lists it).
  */
-async function rawArm ({ name, auth = 'jwt', history = 'memory', adapter = false, prefix }) {
-  const http = createServer()
+async function rawArm ({ name, auth = 'jwt', history = 'memory', adapter = false, prefix, fastify = false }) {
+  // `fastify`: the same raw Socket.IO on a Fastify app's server, no plugin: what Fastify itself costs
+  const app = fastify ? Fastify({ logger: false }) : null
+  const http = app === null ? createServer() : app.server
   const io = new Server(http, IO_OPTIONS)
   if (adapter) {
     const pub = redisClient('')
@@ -99,7 +101,7 @@ async function rawArm ({ name, auth = 'jwt', history = 'memory', adapter = false
     socket.join(scopes)
     socket.emit('ready', { userId: user.id, scopes })
   })
-  const port = await listening(http)
+  const port = app === null ? await listening(http) : (await app.listen({ port: 0, host: HOST, backlog: BACKLOG }), app.server.address().port)
 
   let epoch = `${randomBytes(6).toString('base64url')}.${Date.now()}`
   const seqs = new Map()
@@ -112,13 +114,13 @@ async function rawArm ({ name, auth = 'jwt', history = 'memory', adapter = false
       const id = randomUUID()
       const at = Date.now()
       const seq = await redis.rawAppend(`s:${scope}`, `l:${scope}`, JSON.stringify({ id, event: EVENT, payload, at }))
-      io.to(scope).emit(EVENT, payload, { id, scope, at, seq, epoch })
+      io.to(scope).emit(EVENT, payload, { id, scope, seq, epoch, at })
     }
   } else {
     broadcast = (scope, payload) => {
       const seq = (seqs.get(scope) ?? 0) + 1
       seqs.set(scope, seq)
-      io.to(scope).emit(EVENT, payload, { id: randomUUID(), scope, at: Date.now(), seq, epoch })
+      io.to(scope).emit(EVENT, payload, { id: randomUUID(), scope, seq, epoch, at: Date.now() })
     }
   }
   return {

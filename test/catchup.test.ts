@@ -1,17 +1,7 @@
 import t, { type Test } from 'tap'
 import type { Socket } from 'socket.io-client'
-import { MemoryHistoryStore, type BroadcastMeta, type HistoryStore, type Position } from '../src/index.js'
+import { MemoryHistoryStore, type BroadcastMeta, type EventMeta as Meta, type HistoryStore, type Position } from '../src/index.js'
 import { build, flush, request, tokenFor, waitFor, type Built, type ReadyPayload } from './helper.js'
-
-interface Meta {
-  id: string
-  scope: string
-  seq?: number
-  epoch?: string
-  at: number
-  by?: string | number
-  replayed?: true
-}
 
 type Seen = Array<[string, unknown, Meta]>
 

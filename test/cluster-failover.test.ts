@@ -1,8 +1,7 @@
 import t from 'tap'
 import { connect } from '../src/client/index.js'
-import { balancer, clientFor, clusterPrefix, poll, startCluster, type NodeProcess } from './cluster-helper.js'
+import { balancer, clientFor, clusterPrefix, outageCluster, poll, RECONNECTING, startCluster, type NodeProcess } from './cluster-helper.js'
 import { collect, tokenFor, waitFor, type ReadyPayload } from './helper.js'
-import { ownRedis } from './redis-helper.js'
 
 // any name: other test files may declare RealtimeEvents for the whole type-check, narrowing the names
 // the event name as the client's on() types it (the examples in this program extend RealtimeEvents)
@@ -77,18 +76,9 @@ t.test('a client of a killed node reconnects to another, authenticates again, re
 })
 
 t.test('Redis stopped mid-run: nodes keep serving locally, then fan out again once it is back', async (t) => {
-  const redis = await ownRedis(t)
-  const env = {
-    REDIS_PORT: String(redis.port),
-    KEY_PREFIX: clusterPrefix(t, redis.port),
-    ROOMS: JSON.stringify({ u1: ['team:1'], u2: ['team:1'] }),
-    HEARTBEAT_MS: '100'
-  }
-  const [a, b] = await startCluster(t, 2, env) as [NodeProcess, NodeProcess]
-  // A closes its transports once it hears Redis again, so its clients catch up: they reconnect
-  const reconnecting = { reconnection: true, reconnectionDelay: 20, reconnectionDelayMax: 100 }
-  const { socket } = await clientFor(t, a.url, 'u1', reconnecting)
-  await clientFor(t, b.url, 'u2', reconnecting)
+  const { redis, a, b } = await outageCluster(t)
+  const { socket } = await clientFor(t, a.url, 'u1', RECONNECTING)
+  await clientFor(t, b.url, 'u2', RECONNECTING)
   const across = waitFor(socket, 'before')
   t.equal((await b.post('/broadcast', { scope: 'team:1', event: 'before', payload: 0 })).body.stored, true)
   await across

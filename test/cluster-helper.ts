@@ -7,7 +7,7 @@ import { Redis } from 'ioredis'
 import { CHANNEL_KEY } from '../src/cluster.js'
 import { io, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client'
 import { SECRET, tokenFor, uniq, waitFor, type ReadyPayload } from './helper.js'
-import { deleteKeys, REDIS_HOST, REDIS_PORT } from './redis-helper.js'
+import { deleteKeys, ownRedis, REDIS_HOST, REDIS_PORT, type OwnRedis } from './redis-helper.js'
 
 interface Teardown {
   teardown: (fn: () => unknown) => void
@@ -207,4 +207,26 @@ export function clusterPrefix (t: Teardown, port = REDIS_PORT): string {
   const prefix = `${uniq('cl')}:`
   t.teardown(() => deleteKeys(port, prefix))
   return prefix
+}
+
+/**
+ * Client options for sockets that must come back by themselves: a node that hears Redis again
+ * after an outage closes its transports, so its clients reconnect and catch up.
+ */
+export const RECONNECTING = { reconnection: true, reconnectionDelay: 20, reconnectionDelayMax: 100 } as const
+
+/**
+ * Two nodes on a redis-server of the test's own (the test may kill and restart it), with 100 ms
+ * heartbeats, and users u1 and u2 both granted team:1.
+ */
+export async function outageCluster (t: Teardown): Promise<{ redis: OwnRedis, a: NodeProcess, b: NodeProcess }> {
+  const redis = await ownRedis(t)
+  const env = {
+    REDIS_PORT: String(redis.port),
+    KEY_PREFIX: clusterPrefix(t, redis.port),
+    ROOMS: JSON.stringify({ u1: ['team:1'], u2: ['team:1'] }),
+    HEARTBEAT_MS: '100'
+  }
+  const [a, b] = await startCluster(t, 2, env) as [NodeProcess, NodeProcess]
+  return { redis, a, b }
 }

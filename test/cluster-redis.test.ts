@@ -9,7 +9,7 @@ import { Server } from 'socket.io'
 import { io as ioClient } from 'socket.io-client'
 import { connect } from '../src/client/index.js'
 import { Cluster } from '../src/cluster.js'
-import { clientFor, clusterPrefix, poll, requestChannel, startCluster, startNode, type NodeProcess } from './cluster-helper.js'
+import { clientFor, clusterPrefix, outageCluster, poll, RECONNECTING, requestChannel, startNode } from './cluster-helper.js'
 import type { FastifyRealtimeOptions } from '../src/index.js'
 import { build, collect, gatedRooms, tokenFor, waitFor, type Built } from './helper.js'
 import { clientList, ownRedis, REDIS_HOST, redisClient, redisOptions } from './redis-helper.js'
@@ -355,18 +355,9 @@ t.test('a node closed during an outage exits by itself: nothing left holding the
 })
 
 t.test('after a Redis restart: both nodes counted again, membership both ways, delivery both ways', async (t) => {
-  const redis = await ownRedis(t)
-  const env = {
-    REDIS_PORT: String(redis.port),
-    KEY_PREFIX: clusterPrefix(t, redis.port),
-    ROOMS: JSON.stringify({ u1: ['team:1'], u2: ['team:1'] }),
-    HEARTBEAT_MS: '100'
-  }
-  const [a, b] = await startCluster(t, 2, env) as [NodeProcess, NodeProcess]
-  // each node reconnects its clients once it hears Redis again, so they catch up on what they missed
-  const reconnecting = { reconnection: true, reconnectionDelay: 20, reconnectionDelayMax: 100 }
-  const onA = await clientFor(t, a.url, 'u1', reconnecting)
-  const onB = await clientFor(t, b.url, 'u2', reconnecting)
+  const { redis, a, b } = await outageCluster(t)
+  const onA = await clientFor(t, a.url, 'u1', RECONNECTING)
+  const onB = await clientFor(t, b.url, 'u2', RECONNECTING)
   const readyAgain = [waitFor(onA.socket, 'realtime:ready'), waitFor(onB.socket, 'realtime:ready')]
   await redis.kill()
   await poll('A sees Redis gone', async () => await a.get('/health/realtime'), (res) => res.status === 503)

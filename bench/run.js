@@ -150,6 +150,18 @@ async function disconnect (workers, server, group, armNames) {
   await server.call('waitEmpty', { names: armNames })
 }
 
+/** Disconnects a group for good: its sockets close and the workers drop what they kept of it. */
+async function release (workers, server, group, armNames) {
+  await disconnect(workers, server, group, armNames)
+  await Promise.all(workers.map((w) => w.call('forget', { group })))
+}
+
+/** Asks a server process to close its arms, then stops it. */
+async function stopServer (server) {
+  await server.call('shutdown').catch(() => {})
+  await server.stop()
+}
+
 /** Per-worker expected event counts for broadcasts round robin over `scopes`. */
 function expectations (users, scopes, count) {
   const per = new Map()
@@ -312,8 +324,7 @@ async function micro () {
       "\"plugin's own path\" = plugin − raw per broadcast: validation, history append, meta.")
     raw.scenarios.micro = { mem, red, ada }
   } finally {
-    await server.call('shutdown').catch(() => {})
-    await server.stop()
+    await stopServer(server)
   }
 }
 
@@ -404,11 +415,9 @@ async function fanout (workers) {
         `${paced} per paced block; half load = the pace at which the busier process used about half a core in a paced raw block ` +
         `(here ${fmt(busiest)}). ${frameCheck('frame check', fr, fp)}.`)
       raw.scenarios[`fanout-${N}`] = { ab, aa, pab: pab.map((g) => g.map(({ hist, ...b }) => b)), count, paced, paceRate }
-      for (const name of arms) await disconnect(workers, server, `fan-${name}`, [name])
-      for (const w of workers) for (const name of arms) await w.call('forget', { group: `fan-${name}` })
+      for (const name of arms) await release(workers, server, `fan-${name}`, [name])
     } finally {
-      await server.call('shutdown').catch(() => {})
-      await server.stop()
+      await stopServer(server)
     }
   }
 }
@@ -478,11 +487,9 @@ async function scopes (workers) {
       `Redis arms keep ${cfg.redisConcurrency} broadcasts in flight; raw Redis = one EVAL (INCR + RPUSH + LTRIM + PEXPIRE) per broadcast. ` +
       `${frameCheck('memory frames', fr, fp)}; ${frameCheck('Redis frames', frr, frp)}.`)
     raw.scenarios.scopes = { ab, aa, rab, count }
-    for (const name of arms) await disconnect(workers, server, `scopes-${name}`, [name])
-    for (const w of workers) for (const name of arms) await w.call('forget', { group: `scopes-${name}` })
+    for (const name of arms) await release(workers, server, `scopes-${name}`, [name])
   } finally {
-    await server.call('shutdown').catch(() => {})
-    await server.stop()
+    await stopServer(server)
   }
 }
 
@@ -569,8 +576,7 @@ async function connections (workers) {
       'rooms(), join, history position, `realtime:ready`). Disconnects happen between blocks, outside the measurement.')
     raw.scenarios.connect = { ab, aa, nab, fab, fpb }
   } finally {
-    await server.call('shutdown').catch(() => {})
-    await server.stop()
+    await stopServer(server)
   }
 }
 
@@ -593,11 +599,9 @@ async function memory (workers) {
           rss: (after.rss - before.rss) / N,
           external: (after.external + after.arrayBuffers - before.external - before.arrayBuffers) / N
         })
-        await disconnect(workers, server, `mem-${arm}`, [arm])
-        for (const w of workers) await w.call('forget', { group: `mem-${arm}` })
+        await release(workers, server, `mem-${arm}`, [arm])
       } finally {
-        await server.call('shutdown').catch(() => {})
-        await server.stop()
+        await stopServer(server)
       }
       log(`memory N=${N}: ${arm} done`)
     }
@@ -694,8 +698,7 @@ async function storm (workers) {
       'Both figures run from the first connect until every client holds every event; A/A: live vs live.')
     raw.scenarios.storm = { ab, aa, base }
   } finally {
-    await server.call('shutdown').catch(() => {})
-    await server.stop()
+    await stopServer(server)
   }
 }
 
@@ -745,14 +748,10 @@ async function cluster (workers) {
       `${N / 2} clients on each node. CPU is the sum of both nodes; Redis's own CPU is not counted. ${frameCheck('frames on node B', ...frames)}.`)
     raw.scenarios.cluster = { ab, count }
     for (const arm of ['raw', 'plugin']) {
-      for (let i = 0; i < 2; i++) await disconnect(workers, nodes[i], `cluster-${arm}-${i}`, [arm])
+      for (let i = 0; i < 2; i++) await release(workers, nodes[i], `cluster-${arm}-${i}`, [arm])
     }
-    for (const w of workers) for (const arm of ['raw', 'plugin']) for (let i = 0; i < 2; i++) await w.call('forget', { group: `cluster-${arm}-${i}` })
   } finally {
-    for (const s of nodes) {
-      await s.call('shutdown').catch(() => {})
-      await s.stop()
-    }
+    for (const s of nodes) await stopServer(s)
   }
 }
 

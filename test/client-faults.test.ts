@@ -207,7 +207,7 @@ t.test('the server disconnects after the grace: with getToken the client comes b
   let calls = 0
   let failRefresh = true
   const { app, url } = await build(t, { rooms, auth: { refreshGraceMs: 100 } })
-  const { client, errors } = open(t, url, {
+  const { client, events, errors } = open(t, url, {
     timeoutMs: 60_000,
     getToken: () => {
       calls++
@@ -225,7 +225,8 @@ t.test('the server disconnects after the grace: with getToken the client comes b
   await until(() => client.state === 'connected' && client.socket.id !== first, 'back with a new socket', 20_000)
   t.notOk(errors.some((e) => e.code === 'DISCONNECTED'), 'not a final disconnect')
   await app.broadcast('team:1', 'tick', { i: 1 })
-  await roundTrip(client)
+  await until(() => events.length === 1, 'an event on the new socket')
+  t.match(events, [{ payload: { i: 1 } }], 'the new socket is in its rooms again')
 })
 
 t.test('a range fetch refused with FORBIDDEN: the app is told and the client leaves the room', async (t) => {

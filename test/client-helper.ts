@@ -17,6 +17,7 @@ import {
 import { MemoryHistoryStore } from '../src/index.js'
 import type { HistoryEntry, HistoryStore, ReadResult } from '../src/history/store.js'
 import type { Position } from '../src/protocol.js'
+import { flush, until } from './helper.js'
 
 interface Teardown {
   teardown: (fn: () => unknown) => void
@@ -66,14 +67,7 @@ export function on (client: RealtimeClient, event: string, handler: (payload: an
   return client.on(event as never, handler as never)
 }
 
-/** Polls `condition` until it holds; fails with `what` after a generous deadline. */
-export async function until (condition: () => boolean, what: string, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
+export { until }
 
 /** Resolves once the client has had `realtime:ready` (state `connected`). */
 export async function ready (client: RealtimeClient): Promise<void> {
@@ -81,8 +75,9 @@ export async function ready (client: RealtimeClient): Promise<void> {
 }
 
 /** A round trip through the client's socket: every frame the server sent it before has arrived. */
+/** Resolves once the server has handled everything the client sent before it. */
 export async function roundTrip (client: RealtimeClient): Promise<void> {
-  await client.socket.timeout(10_000).emitWithAck('realtime:unsubscribe', { scope: 'flush:x' })
+  await flush(client.socket)
 }
 
 export interface Incoming {

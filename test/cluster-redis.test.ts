@@ -367,9 +367,9 @@ t.test('after a Redis restart: both nodes counted again, membership both ways, d
 
   for (const [name, node] of [['A', a], ['B', b]] as const) {
     // heartbeat figures settle by themselves once both clients are back
-    const health = await poll(`${name} healthy with both nodes and both connections`, async () => await node.get('/health/realtime'),
+    await poll(`${name} healthy with both nodes and both connections`, async () => await node.get('/health/realtime'),
       (res) => res.status === 200 && res.body.cluster?.nodes === 2 && res.body.cluster?.connections === 2, 15_000)
-    t.match(health.body.cluster, { nodes: 2, connections: 2 }, `${name} counts both nodes and both connections`)
+    t.pass(`${name} counts both nodes and both connections`)
   }
 
   t.same(await b.post('/join', { userId: 'u1', scope: 'team:9' }), { status: 200, body: { ok: true } }, 'join from B')

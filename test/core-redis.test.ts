@@ -2,21 +2,12 @@ import t from 'tap'
 import fastifyRedis from '@fastify/redis'
 import { Redis } from 'ioredis'
 import { RedisHistoryStore, type ReadResult } from '../src/index.js'
-import { build, collect, flush, request, tokenFor, uniq, waitFor } from './helper.js'
+import { build, collect, flush, request, tokenFor, uniq, until, waitFor } from './helper.js'
 import { durableRedis } from './history/redis-server.js'
 import { ownRedis, redisOptions } from './redis-helper.js'
 
 const rejections: unknown[] = []
 process.on('unhandledRejection', (reason) => { rejections.push(reason) })
-
-/** Polls `check` until it returns true; false after a generous deadline. */
-async function eventually (check: () => Promise<boolean> | boolean): Promise<boolean> {
-  for (let i = 0; i < 800; i++) {
-    if (await check()) return true
-    await new Promise((resolve) => setTimeout(resolve, 25))
-  }
-  return false
-}
 
 t.test('Redis store: shared gap-free seq across instances, flush gives a new epoch', async (t) => {
   const options = redisOptions(t)
@@ -70,7 +61,8 @@ t.test('several app instances broadcasting to one scope at once keep seq unique 
   t.equal(new Set(metas.map((meta) => meta!.epoch)).size, 1, 'one epoch')
   const payloadAt = new Map(metas.map((meta, i) => [meta!.seq, i]))
 
-  t.ok(await eventually(() => live.length === count), 'a client on one node hears every node')
+  await until(() => live.length === count, 'a client on one node hears every node', 20_000)
+  t.pass('a client on one node hears every node')
   t.same(live.map(([, meta]) => meta.seq).sort((a, b) => a - b), [...payloadAt.keys()].sort((a, b) => a! - b!), 'live: each seq once')
   t.ok(live.every(([payload, meta]) => payloadAt.get(meta.seq) === payload), 'live: each seq carries the payload its broadcast was told')
 
@@ -98,7 +90,8 @@ t.test('redis: true duplicates the app\'s own client and leaves it open on close
   await app.close()
   t.equal(appClient.status, 'ready', 'the app\'s client is still ready after close')
   t.equal(await appClient.ping(), 'PONG')
-  t.ok(await eventually(async () => await named() === 1), 'the plugin closed its own connections, and only those')
+  await until(async () => await named() === 1, 'the plugin closed its own connections, and only those', 20_000)
+  t.pass('the plugin closed its own connections, and only those')
 })
 
 t.test('Redis restarted with its data: unstored broadcasts give their scopes a new generation, on every node, before a client can skip them', async (t) => {
@@ -122,7 +115,8 @@ t.test('Redis restarted with its data: unstored broadcasts give their scopes a n
   // connection is ready again, without waiting for its next broadcast or read
   const history = b.app.realtime.history!
   const readB = async (): Promise<ReadResult | null> => await Promise.resolve(history.read('team:2', held)).catch(() => null)
-  t.ok(await eventually(async () => (await readB())?.ok === false), 'the log team:2 had before the outage is gone, seen from node B')
+  await until(async () => (await readB())?.ok === false, 'the log team:2 had before the outage is gone, seen from node B', 20_000)
+  t.pass('the log team:2 had before the outage is gone, seen from node B')
   t.same(await readB(), { ok: false, reason: 'epoch' })
 
   t.match(await b.app.broadcast('team:1', 'n', 'after'), { stored: true, seq: 1 })

@@ -182,3 +182,12 @@ export function gatedRooms (members: Set<string>, scope = 'team:1'): {
     }
   }
 }
+
+/** Resolves once `condition` holds (checked every few ms); throws, naming `what`, after `ms`. */
+export async function until (condition: () => boolean | Promise<boolean>, what: string, ms = 15_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`still waiting after ${ms} ms: ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+}

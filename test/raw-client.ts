@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { Socket as NetSocket } from 'node:net'
 import WebSocket from 'ws'
+import { until } from './helper.js'
 
 /**
  * Speaks the Engine.IO v4 / Socket.IO v5 wire protocol over a bare `ws` WebSocket, so tests can
@@ -53,14 +54,7 @@ export function connectFrame (auth?: Record<string, unknown>, nsp = '/'): string
   return `40${nsp === '/' ? '' : `${nsp},`}${auth === undefined ? '' : JSON.stringify(auth)}`
 }
 
-/** Polls `condition` until it holds; rejects after `ms` so a broken expectation fails instead of hanging. */
-export async function until (condition: () => boolean, what: string, ms = DEADLINE_MS): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`still waiting after ${ms} ms: ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 10))
-  }
-}
+export { until }
 
 interface Waiter {
   match: (frame: Frame) => boolean

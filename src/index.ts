@@ -19,7 +19,7 @@ import { EVENT_AUTH, EVENT_SUBSCRIBE, EVENT_UNSUBSCRIBE, isScope, userIdString }
 import { HandshakeGuard, SendBufferWatch, routeEvents, type EventRoute } from './limits.js'
 import { closeRedis, connectRedis } from './redis.js'
 import { isPromiseLike } from './util.js'
-import { Rooms } from './rooms.js'
+import { Rooms, disconnectedMeanwhile } from './rooms.js'
 import type { FastifyRealtimeOptions, RealtimeApi, RealtimeClaims, RealtimeServer, RealtimeSocket, RealtimeStats } from './types.js'
 
 type AllowRequest = NonNullable<ServerOptions['allowRequest']>
@@ -155,12 +155,14 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
       return
     }
     const verified = auth
+    // disconnectUser() calls from here on refuse this handshake: it would join after its user's sockets were closed
+    const mark = rooms.mark()
     const admitted = (authenticated: Authenticated): void | Promise<void> => {
       socket.data.claims = authenticated.claims
       socket.data.user = authenticated.user
       socket.data.userId = authenticated.userId
       if (!main) return
-      const scopes = rooms.granted(authenticated.user, authenticated.userId)
+      const scopes = rooms.granted(authenticated.user, authenticated.userId, mark)
       if (!isPromiseLike(scopes)) {
         granted.set(socket, scopes)
         return
@@ -187,8 +189,15 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
       refused(err)
       return
     }
-    if (isPromiseLike(outcome)) Promise.resolve(outcome).then(passed, refused)
-    else passed()
+    if (!isPromiseLike(outcome)) {
+      // nothing ran in between: no disconnect can have landed
+      passed()
+      return
+    }
+    Promise.resolve(outcome).then(() => {
+      if (main && rooms.disconnectedSince(socket.data.userId, mark)) refused(disconnectedMeanwhile())
+      else passed()
+    }, refused)
   }
   io.use(authenticate)
   // the protocol's client-to-server events; `auth` is set by the time any socket is connected

@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { ConnectError } from './auth.js'
 import { ReplayFrames, catchUp } from './catchup.js'
+import { ExpiringMap } from './expiring-map.js'
 import type { HistoryStore } from './history/store.js'
 import type { NormalizedOptions } from './options.js'
 import {
@@ -23,7 +24,6 @@ type Options = Pick<NormalizedOptions, 'rooms' | 'canSubscribe' | 'limits'> & { 
  */
 export interface Grant {
   revoked: boolean
-  disconnected: boolean
 }
 
 /** How often an authorization is asked again when membership changes keep landing during it. */
@@ -44,12 +44,21 @@ export class Rooms {
   /** Catch-up failures during a store outage come with every reconnect: warned at most every 10 s. */
   readonly #warnCatchUp: (details: object, message: string) => void
   readonly #frames: ReplayFrames | null
+  /**
+   * `disconnectUser` calls applied on this node, counted, with the count of each user's latest:
+   * a handshake or subscribe compares it with the count when it began. Kept long enough to
+   * outlast any handshake or subscribe still waiting on the app's lookups.
+   */
+  #disconnects = 0
+  readonly #disconnected = new ExpiringMap<string, number>()
+  readonly #disconnectedKeepMs: number
 
   constructor (options: Options, store: HistoryStore | null, log: FastifyBaseLogger, encoder?: unknown) {
     this.#options = options
     this.#store = store
     this.#log = log
     this.#frames = store === null ? null : new ReplayFrames(encoder)
+    this.#disconnectedKeepMs = Math.max(60_000, 2 * (MAX_ASKS + 1) * options.timeoutMs)
     let lastWarning = -Infinity
     this.#warnCatchUp = (details, message) => {
       const now = Date.now()
@@ -74,7 +83,7 @@ export class Rooms {
 
   /** Opens an authorization for `userId`; close it with `settle` once its answer is applied. */
   open (userId: string): Grant {
-    const grant: Grant = { revoked: false, disconnected: false }
+    const grant: Grant = { revoked: false }
     let set = this.#grants.get(userId)
     if (set === undefined) this.#grants.set(userId, set = new Set())
     set.add(grant)
@@ -90,12 +99,25 @@ export class Rooms {
 
   /** A membership of `userId` was removed on this node: answers still in flight are stale. */
   revoke (userId: string, disconnected = false): void {
+    if (disconnected) {
+      const now = Date.now()
+      this.#disconnected.sweep(now)
+      this.#disconnected.set(userId, ++this.#disconnects, now + this.#disconnectedKeepMs)
+    }
     const set = this.#grants.get(userId)
     if (set === undefined) return
-    for (const grant of set) {
-      grant.revoked = true
-      if (disconnected) grant.disconnected = true
-    }
+    for (const grant of set) grant.revoked = true
+  }
+
+  /** Where the count of `disconnectUser` calls stands: pass it to `disconnectedSince` later. */
+  mark (): number {
+    return this.#disconnects
+  }
+
+  /** True when `userId` was disconnected after `mark` was taken. */
+  disconnectedSince (userId: string, mark: number): boolean {
+    if (this.#disconnects === mark) return false
+    return (this.#disconnected.get(userId, Date.now()) ?? 0) > mark
   }
 
   /**
@@ -103,7 +125,7 @@ export class Rooms {
    * when a membership change lands meanwhile. Throws (or rejects with) a ConnectError when the
    * app cannot answer. A synchronous `rooms` is answered synchronously: nothing can land meanwhile.
    */
-  granted (user: RealtimeUser, userId: string): string[] | Promise<string[]> {
+  granted (user: RealtimeUser, userId: string, mark: number): string[] | Promise<string[]> {
     let scopes: readonly string[] | Promise<readonly string[]>
     try {
       scopes = this.#ask(user)
@@ -114,10 +136,10 @@ export class Rooms {
     // only an answer that takes a while can be overtaken by a leave or a disconnect: watch for
     // them until it is in (what follows up to the join runs without waiting on anything)
     const grant = this.open(userId)
-    return this.#grantedLater(scopes, user, userId, grant).finally(() => this.settle(userId, grant))
+    return this.#grantedLater(scopes, user, userId, grant, mark).finally(() => this.settle(userId, grant))
   }
 
-  async #grantedLater (first: Promise<readonly string[]>, user: RealtimeUser, userId: string, grant: Grant): Promise<string[]> {
+  async #grantedLater (first: Promise<readonly string[]>, user: RealtimeUser, userId: string, grant: Grant, mark: number): Promise<string[]> {
     let asking = first
     for (let ask = 1; ; ask++) {
       let scopes: readonly string[]
@@ -126,7 +148,7 @@ export class Rooms {
       } catch (err) {
         throw this.#lookupFailed(err)
       }
-      if (grant.disconnected) throw new ConnectError('UNAVAILABLE', 'This user was disconnected; try again')
+      if (this.disconnectedSince(userId, mark)) throw disconnectedMeanwhile()
       if (!grant.revoked) return this.#clean(scopes, userId)
       if (ask >= MAX_ASKS) throw new ConnectError('UNAVAILABLE', 'Memberships kept changing; try again')
       grant.revoked = false
@@ -224,8 +246,9 @@ export class Rooms {
       }
       this.#pending.set(socket, pending + 1)
       const grant = this.open(userId)
+      const mark = this.#disconnects
       try {
-        const allowed = await this.#authorize(socket.data.user, scope, grant)
+        const allowed = await this.#authorize(socket.data.user, userId, scope, grant, mark)
         if (!allowed) return ackError('FORBIDDEN', `Not allowed to subscribe to ${scope}`)
         if (!socket.connected) return ackError('UNAVAILABLE', 'The socket is closed')
         socket.join(scope)
@@ -266,15 +289,20 @@ export class Rooms {
   }
 
   /** rooms(user), then canSubscribe; asked again while membership changes land during the asking. */
-  async #authorize (user: RealtimeUser, scope: string, grant: Grant): Promise<boolean> {
+  async #authorize (user: RealtimeUser, userId: string, scope: string, grant: Grant, mark: number): Promise<boolean> {
     for (let ask = 1; ; ask++) {
       grant.revoked = false
       const allowed = (await this.#ask(user)).includes(scope) || await this.#allowedBeyondRooms(user, scope)
-      if (grant.disconnected) throw new Error('the user was disconnected during the subscribe')
+      if (this.disconnectedSince(userId, mark)) throw new Error('the user was disconnected during the subscribe')
       if (!grant.revoked) return allowed
       if (ask >= MAX_ASKS) throw new Error('memberships kept changing during the subscribe')
     }
   }
+}
+
+/** The refusal of a handshake whose user was disconnected while its lookups were out. */
+export function disconnectedMeanwhile (): ConnectError {
+  return new ConnectError('UNAVAILABLE', 'This user was disconnected; try again')
 }
 
 function scopesOnly (scopes: readonly string[]): readonly string[] {

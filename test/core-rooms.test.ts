@@ -307,6 +307,38 @@ t.test('a leave() or disconnectUser() that lands during the handshake is not los
   }
 })
 
+t.test('a disconnectUser() that lands while auth.user is looking the user up refuses the handshake', async (t) => {
+  let release!: () => void
+  let asked!: () => void
+  const lookup = new Promise<void>((resolve) => { asked = resolve })
+  const gate = new Promise<void>((resolve) => { release = resolve })
+  const { app, client } = await build(t, {
+    rooms: () => ['team:1'],
+    auth: {
+      user: async (claims: { sub?: unknown }) => {
+        asked()
+        await gate
+        return { id: String(claims.sub) }
+      }
+    }
+  })
+  const socket = client({ token: tokenFor('u1') })
+  const outcome = new Promise<unknown>((resolve) => {
+    socket.once('realtime:ready', () => resolve('ready'))
+    socket.once('connect_error', (err: Error & { data?: { code?: string } }) => resolve(err.data?.code))
+  })
+  await lookup
+  await app.realtime.disconnectUser('u1')
+  release()
+  t.equal(await outcome, 'UNAVAILABLE', 'refused: the user was disconnected before the socket could join')
+  t.equal(app.io.of('/').sockets.size, 0, 'no socket of that user is left')
+
+  // a later handshake of the same user goes through
+  const again = client({ token: tokenFor('u1') })
+  await waitFor(again, 'realtime:ready')
+  t.equal(app.io.of('/').sockets.size, 1)
+})
+
 t.test('no unhandled rejections', async (t) => {
   t.same(rejections, [])
 })

@@ -6,11 +6,12 @@ import {
   FST_REALTIME_INVALID_PAYLOAD,
   FST_REALTIME_INVALID_SCOPE
 } from './errors.js'
+import { skip } from './catchup.js'
 import { ExpiringMap } from './expiring-map.js'
 import type { HistoryStore } from './history/store.js'
 import type { NormalizedOptions } from './options.js'
-import { EVENT_SKIP, RESERVED_PREFIX, SOCKET_IO_RESERVED, isScope, type Position } from './protocol.js'
-import type { BroadcastFn, BroadcastMeta, BroadcastOptions, RealtimeServer, SkipMessage } from './types.js'
+import { RESERVED_PREFIX, SOCKET_IO_RESERVED, isScope, type Position } from './protocol.js'
+import type { BroadcastFn, BroadcastMeta, BroadcastOptions, RealtimeServer } from './types.js'
 import { isPromiseLike } from './util.js'
 
 export interface BroadcastContext {
@@ -57,12 +58,6 @@ function refused (err: unknown): boolean {
   return (err as { code?: unknown } | null)?.code === 'FST_REALTIME_INVALID_PAYLOAD'
 }
 
-/** Tells `target` that `position.seq` of `scope` carries nothing for it. */
-function skip (target: { emit: (event: string, message: SkipMessage) => boolean }, scope: string, position: Position): void {
-  const message: SkipMessage = { scope, seq: position.seq, epoch: position.epoch }
-  target.emit(EVENT_SKIP, message)
-}
-
 /**
  * `fastify.broadcast`: validate (programming errors reject), append to the log, emit
  * `(payload, meta)` to the scope. Transport trouble never rejects: it logs and resolves.
@@ -95,7 +90,10 @@ export function createBroadcast (ctx: BroadcastContext): BroadcastFn {
       if (position !== null) skip(io.to(scope), scope, position)
       throw new FST_REALTIME_INVALID_PAYLOAD(event, `it cannot be serialised (${(err as Error).message})`)
     }
-    if (opts.except !== undefined && position !== null) skip(io.to(opts.except), scope, position)
+    if (opts.except !== undefined && position !== null) {
+      // on this node: straight to it, without a message to every other node through the adapter
+      skip(io.of('/').sockets.get(opts.except) ?? io.to(opts.except), scope, position)
+    }
     // encoded by now: `stored` is for the caller, not the wire
     meta.stored = position !== null
     return meta

@@ -196,14 +196,39 @@ function emitReplay (socket: RealtimeSocket, scope: string, epoch: string, store
   }
 }
 
-function replay (socket: RealtimeSocket, scope: string, result: Extract<ReadResult, { ok: true }>, frames: ReplayFrames | null): void {
+/** Tells `target` (a socket, or a room) that `position.seq` of `scope` carries nothing for it. */
+export function skip (target: { emit: (event: string, message: SkipMessage) => boolean }, scope: string, position: Position): void {
+  const message: SkipMessage = { scope, seq: position.seq, epoch: position.epoch }
+  target.emit(EVENT_SKIP, message)
+}
+
+/**
+ * The scope's position in the store; null (after a warning) when the store cannot say. A
+ * synchronous store answers synchronously.
+ */
+export function positionOf (
+  store: HistoryStore,
+  scope: string,
+  warn: (details: object, message: string) => void
+): Position | null | Promise<Position | null> {
+  const failed = (err: unknown): null => {
+    warn({ err, scope }, 'fastify-realtime: history unavailable for a position')
+    return null
+  }
+  let position: Position | PromiseLike<Position>
+  try {
+    position = store.position(scope)
+  } catch (err) {
+    return failed(err)
+  }
+  return isPromiseLike(position) ? Promise.resolve(position).then((answer) => answer, failed) : position
+}
+
+function replay (socket: RealtimeSocket, scope: string, result: Extract<ReadResult, { ok: true }>, frames: ReplayFrames): void {
   const { epoch } = result.position
   for (const stored of result.events) {
-    const written = frames === null ? emitReplay(socket, scope, epoch, stored) : frames.write(socket, scope, epoch, stored)
-    if (written) continue
     // an event that cannot be encoded reached nobody live either: its seq carries nothing
-    const skipped: SkipMessage = { scope, seq: stored.seq, epoch }
-    socket.emit(EVENT_SKIP, skipped)
+    if (!frames.write(socket, scope, epoch, stored)) skip(socket, scope, { seq: stored.seq, epoch })
   }
 }
 
@@ -219,20 +244,13 @@ export async function catchUp (
   scope: string,
   since: Position | undefined,
   warn: (details: object, message: string) => void,
-  frames: ReplayFrames | null = null
+  frames: ReplayFrames
 ): Promise<CatchUp> {
   if (store === null) {
     if (since !== undefined) resync(socket, scope, 'unavailable')
     return { replayed: 0, position: null }
   }
-  if (since === undefined) {
-    try {
-      return { replayed: 0, position: await store.position(scope) }
-    } catch (err) {
-      warn({ err, scope }, 'fastify-realtime: history unavailable for a position')
-      return { replayed: 0, position: null }
-    }
-  }
+  if (since === undefined) return { replayed: 0, position: await positionOf(store, scope, warn) }
   let hold: Hold | null = null
   let head: Position | null = null
   try {

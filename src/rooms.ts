@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { ConnectError } from './auth.js'
-import { ReplayFrames, catchUp } from './catchup.js'
+import { ReplayFrames, catchUp, positionOf } from './catchup.js'
 import { ExpiringMap } from './expiring-map.js'
 import type { HistoryStore } from './history/store.js'
 import type { NormalizedOptions } from './options.js'
@@ -43,7 +43,7 @@ export class Rooms {
   readonly #grants = new Map<string, Set<Grant>>()
   /** Catch-up failures during a store outage come with every reconnect: warned at most every 10 s. */
   readonly #warnCatchUp: (details: object, message: string) => void
-  readonly #frames: ReplayFrames | null
+  readonly #frames: ReplayFrames
   /**
    * `disconnectUser` calls applied on this node, counted, with the count of each user's latest:
    * a handshake or subscribe compares it with the count when it began. Kept long enough to
@@ -57,7 +57,7 @@ export class Rooms {
     this.#options = options
     this.#store = store
     this.#log = log
-    this.#frames = store === null ? null : new ReplayFrames(encoder)
+    this.#frames = new ReplayFrames(encoder)
     this.#disconnectedKeepMs = Math.max(60_000, 2 * (MAX_ASKS + 1) * options.timeoutMs)
     let lastWarning = -Infinity
     this.#warnCatchUp = (details, message) => {
@@ -178,20 +178,12 @@ export class Rooms {
         // the usual first connect: only the position, which a synchronous store (memory) gives
         // at once, without a promise per scope
         if (this.#store === null) continue
-        let position: Position | PromiseLike<Position>
-        try {
-          position = this.#store.position(scope)
-        } catch (err) {
-          this.#warnCatchUp({ err, scope }, 'fastify-realtime: history unavailable for a position')
-          continue
-        }
-        if (!isPromiseLike(position)) {
+        const position = positionOf(this.#store, scope, this.#warnCatchUp)
+        if (isPromiseLike(position)) {
+          catchingUp.push(position.then((answer) => { if (answer !== null) positions[scope] = answer }))
+        } else if (position !== null) {
           positions[scope] = position
-          continue
         }
-        catchingUp.push(Promise.resolve(position).then((answer) => { positions[scope] = answer }, (err: unknown) => {
-          this.#warnCatchUp({ err, scope }, 'fastify-realtime: history unavailable for a position')
-        }))
         continue
       }
       catchingUp.push(catchUp(socket, this.#store, scope, from, this.#warnCatchUp, this.#frames).then((result) => {

@@ -3,7 +3,6 @@ import { createAdapter } from '@socket.io/redis-adapter'
 import type { Redis } from 'ioredis'
 import { FST_REALTIME_CLUSTER_TIMEOUT, FST_REALTIME_CLUSTER_UNAVAILABLE, FST_REALTIME_REDIS_UNAVAILABLE } from './errors.js'
 import { isScope, userIdString, userScope } from './protocol.js'
-import { checkKeyPrefix } from './redis.js'
 import type { RealtimeServer } from './types.js'
 import { withTimeout } from './util.js'
 
@@ -292,12 +291,11 @@ export class Cluster {
 
   /**
    * Joins the cluster: `pub` carries broadcasts, heartbeats and requests; `sub` listens.
-   * Both are the plugin's own connections, and both must be ready. Rejects (leaving nothing
+   * Both are the plugin's own connections (their key prefix checked by `connectRedis`), and both must be ready. Rejects (leaving nothing
    * running) when the channels cannot be subscribed or the first heartbeat cannot be written.
    */
   async connect (pub: Redis, sub: Redis, options: ClusterOptions): Promise<void> {
     const keyPrefix = pub.options.keyPrefix ?? ''
-    checkKeyPrefix(keyPrefix)
     // The adapter publishes without handling a refusal; while Redis is away that refusal must
     // not become an unhandled rejection (local delivery goes on regardless).
     const publish = pub.publish.bind(pub)

@@ -1,4 +1,5 @@
 import { io, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client'
+import { isPromiseLike } from '../util.js'
 import type { EventMeta, RealtimeEventName, RealtimePayload } from 'fastify-realtime'
 import {
   EVENT_AUTH,
@@ -174,7 +175,7 @@ export class RealtimeClient {
   /** Scopes the server joined at connect (`realtime:ready`). */
   #auto = new Set<string>()
   /** Scopes unsubscribed whose events may still be on the wire until the server's ack. */
-  readonly #leaving = new Set<string>()
+  readonly #leaving = new Map<string, object>()
   readonly #held = new Map<string, Map<number, Entry>>()
   readonly #gapTimers = new Map<string, ReturnType<typeof setTimeout>>()
   readonly #requests = new Map<string, Request>()
@@ -309,23 +310,16 @@ export class RealtimeClient {
 
   /** Leaves `scope` and forgets its position; rejects a subscribe to it still waiting (`UNSUBSCRIBED`). */
   async unsubscribe (scope: string): Promise<void> {
-    this.#subscriptions.delete(scope)
-    this.#confirmed.delete(scope)
-    this.#auto.delete(scope)
+    this.#drop(scope)
     this.#rejectWaiters(scope, new RealtimeClientError('UNSUBSCRIBED', `Unsubscribed from ${scope}`, { scope }))
-    this.#cancel(scope)
-    this.#forget(scope)
     if (!this.#socket.connected || this.#closed) return
-    this.#leaving.add(scope)
     let ack: unknown
     try {
-      ack = await this.#ask(EVENT_UNSUBSCRIBE, { scope })
+      ack = await this.#leave(scope)
     } catch (err) {
       // a lost connection leaves every room anyway
       if ((err as RealtimeClientError).code === 'DISCONNECTED') return
       throw err
-    } finally {
-      this.#leaving.delete(scope)
     }
     if (!isAck(ack) || !ack.ok) throw refusal(ack, 'Unsubscribe refused', scope)
   }
@@ -527,10 +521,8 @@ export class RealtimeClient {
 
   /** Sends one `realtime:subscribe` (with since when the position is known); its events wait for the answer. */
   #send (scope: string, kind: Request['kind']): void {
-    clearTimeout(this.#retryTimers.get(scope))
-    this.#retryTimers.delete(scope)
-    clearTimeout(this.#gapTimers.get(scope))
-    this.#gapTimers.delete(scope)
+    this.#stopRetry(scope)
+    this.#stopGapTimer(scope)
     const position = this.#positions.get(scope)
     const since = position === undefined ? undefined : { seq: position.seq, epoch: position.epoch }
     const request: Request = { kind, since, resynced: false, timer: undefined }
@@ -544,7 +536,7 @@ export class RealtimeClient {
       if (this.#closed) return
       if (this.#requests.get(scope) !== request) {
         // a late answer: the server joined a room nobody here wants any more
-        if (isAck(ack) && ack.ok && !this.#wants(scope) && this.#socket.connected) this.#leave(scope)
+        if (isAck(ack) && ack.ok && !this.#wants(scope) && this.#socket.connected) this.#leave(scope).catch(() => {})
         return
       }
       clearTimeout(request.timer)
@@ -592,12 +584,8 @@ export class RealtimeClient {
     }
     // refused for good (FORBIDDEN, INVALID_SCOPE, LIMIT…): the client no longer follows the scope,
     // and leaves its room should the server still have it there
-    this.#attempts.delete(scope)
-    this.#subscriptions.delete(scope)
-    this.#confirmed.delete(scope)
-    this.#auto.delete(scope)
-    this.#forget(scope)
-    if (this.#socket.connected) this.#leave(scope)
+    this.#drop(scope)
+    if (this.#socket.connected) this.#leave(scope).catch(() => {})
     this.#report(error)
     this.#notifyResync({ scope, reason: 'forbidden' })
   }
@@ -610,19 +598,34 @@ export class RealtimeClient {
     this.#forget(scope)
   }
 
+  /** Stops following `scope`: no request, no retry, no position, nothing held. */
+  #drop (scope: string): void {
+    this.#subscriptions.delete(scope)
+    this.#confirmed.delete(scope)
+    this.#auto.delete(scope)
+    this.#cancel(scope)
+    this.#forget(scope)
+  }
+
   #cancel (scope: string): void {
     clearTimeout(this.#requests.get(scope)?.timer)
     this.#requests.delete(scope)
-    clearTimeout(this.#retryTimers.get(scope))
-    this.#retryTimers.delete(scope)
+    this.#stopRetry(scope)
     this.#attempts.delete(scope)
   }
 
-  #leave (scope: string): void {
-    this.#leaving.add(scope)
-    this.#ask(EVENT_UNSUBSCRIBE, { scope }).then(() => {}, () => {}).finally(() => {
-      if (!this.#wants(scope)) this.#leaving.delete(scope)
-    })
+  /**
+   * Asks the server to take the socket out of `scope`'s room; its events are dropped until the
+   * answer. Each leave holds a token of its own, so an earlier answer does not end a later leave.
+   */
+  async #leave (scope: string): Promise<unknown> {
+    const token = {}
+    this.#leaving.set(scope, token)
+    try {
+      return await this.#ask(EVENT_UNSUBSCRIBE, { scope })
+    } finally {
+      if (this.#leaving.get(scope) === token) this.#leaving.delete(scope)
+    }
   }
 
   /** Asks the server for everything after the position: replayed, or a resync. One at a time per scope. */
@@ -747,11 +750,7 @@ export class RealtimeClient {
     const held = this.#held.get(scope)
     if (held === undefined || position === undefined) return
     for (const seq of held.keys()) if (seq <= position.seq) held.delete(seq)
-    if (held.size === 0) {
-      this.#held.delete(scope)
-      clearTimeout(this.#gapTimers.get(scope))
-      this.#gapTimers.delete(scope)
-    }
+    if (held.size === 0) this.#dropHeld(scope)
   }
 
   #hold (entry: Entry): void {
@@ -765,9 +764,7 @@ export class RealtimeClient {
   #refeed (scope: string): void {
     const held = this.#held.get(scope)
     if (held === undefined) return
-    this.#held.delete(scope)
-    clearTimeout(this.#gapTimers.get(scope))
-    this.#gapTimers.delete(scope)
+    this.#dropHeld(scope)
     for (const entry of [...held.values()].sort((a, b) => a.seq - b.seq)) {
       if (this.#closed) return
       this.#receive(entry)
@@ -783,19 +780,29 @@ export class RealtimeClient {
     this.#handshake?.resynced.add(scope)
     this.#positions.delete(scope)
     this.#changed()
-    if (request === undefined && this.#handshake === null) {
-      this.#held.delete(scope)
-      clearTimeout(this.#gapTimers.get(scope))
-      this.#gapTimers.delete(scope)
-    }
+    if (request === undefined && this.#handshake === null) this.#dropHeld(scope)
     this.#notifyResync({ scope, reason: reason as ResyncReason })
+  }
+
+  /** Drops the events held for `scope` and stops waiting for the seq they lack. */
+  #dropHeld (scope: string): void {
+    this.#held.delete(scope)
+    this.#stopGapTimer(scope)
+  }
+
+  #stopGapTimer (scope: string): void {
+    clearTimeout(this.#gapTimers.get(scope))
+    this.#gapTimers.delete(scope)
+  }
+
+  #stopRetry (scope: string): void {
+    clearTimeout(this.#retryTimers.get(scope))
+    this.#retryTimers.delete(scope)
   }
 
   #forget (scope: string): void {
     this.#positions.delete(scope)
-    this.#held.delete(scope)
-    clearTimeout(this.#gapTimers.get(scope))
-    this.#gapTimers.delete(scope)
+    this.#dropHeld(scope)
     this.#changed()
   }
 
@@ -940,9 +947,7 @@ export class RealtimeClient {
     }
     try {
       const result = run()
-      if (result !== null && typeof (result as PromiseLike<unknown> | undefined)?.then === 'function') {
-        (result as PromiseLike<unknown>).then(undefined, failed)
-      }
+      if (isPromiseLike(result)) result.then(undefined, failed)
     } catch (err) {
       failed(err)
     }
@@ -952,9 +957,7 @@ export class RealtimeClient {
     for (const handler of [...this.#errorHandlers]) {
       try {
         const result = handler(error)
-        if (result !== null && typeof (result as PromiseLike<unknown> | undefined)?.then === 'function') {
-          (result as PromiseLike<unknown>).then(undefined, () => {})
-        }
+        if (isPromiseLike(result)) result.then(undefined, () => {})
       } catch {
         // an onError handler that throws is not reported again: that would never end
       }

@@ -925,7 +925,15 @@ export class RealtimeClient {
   #emit (event: string, payload: unknown, meta: EventMeta): void {
     const handlers = this.#handlers.get(event)
     if (handlers === undefined) return
-    for (const handler of [...handlers]) this.#call(`on('${event}')`, meta?.scope, () => handler(payload, meta))
+    // the hot path: no closure per handler and event unless one fails
+    for (const handler of [...handlers]) {
+      try {
+        const result = handler(payload, meta)
+        if (isPromiseLike(result)) result.then(undefined, (err: unknown) => { this.#handlerFailed(`on('${event}')`, meta?.scope, err) })
+      } catch (err) {
+        this.#handlerFailed(`on('${event}')`, meta?.scope, err)
+      }
+    }
   }
 
   #notifyResync (notice: ResyncNotice): void {
@@ -940,17 +948,18 @@ export class RealtimeClient {
 
   /** Runs one app handler: a throw (or a rejected promise) is reported, never passed up into the socket. */
   #call (where: string, scope: string | undefined, run: () => unknown): void {
-    const failed = (err: unknown): void => {
-      const error = new RealtimeClientError('HANDLER_FAILED', `A ${where} handler failed: ${messageOf(err)}`, scope === undefined ? { cause: err } : { scope, cause: err })
-      if (this.#errorHandlers.size > 0) this.#report(error)
-      else console.error(error)
-    }
     try {
       const result = run()
-      if (isPromiseLike(result)) result.then(undefined, failed)
+      if (isPromiseLike(result)) result.then(undefined, (err: unknown) => { this.#handlerFailed(where, scope, err) })
     } catch (err) {
-      failed(err)
+      this.#handlerFailed(where, scope, err)
     }
+  }
+
+  #handlerFailed (where: string, scope: string | undefined, err: unknown): void {
+    const error = new RealtimeClientError('HANDLER_FAILED', `A ${where} handler failed: ${messageOf(err)}`, scope === undefined ? { cause: err } : { scope, cause: err })
+    if (this.#errorHandlers.size > 0) this.#report(error)
+    else console.error(error)
   }
 
   #report (error: RealtimeClientError): void {

@@ -4,7 +4,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Socket as ServerSocket } from 'socket.io'
 import { io as ioClient, type Socket } from 'socket.io-client'
 import t, { type Test } from 'tap'
-import { build, refusal, request, sign, tokenFor, waitFor } from './helper.js'
+import { build, refusal, request, sign, tokenFor, waitFor, within } from './helper.js'
 import { HandshakeRefused, connectFrame, eventFrame, openRaw, until, type Frame, type RawClient } from './raw-client.js'
 
 // Tracked for the whole file: the last test asserts that none happened.
@@ -25,19 +25,6 @@ async function serverSocketOf (app: FastifyInstance, userId: string): Promise<Se
     return found !== undefined
   }, `the server-side socket of ${userId}`)
   return found!
-}
-
-/** Rejects after `ms`: a wait on an event that fails instead of hanging when the event never comes. */
-async function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined
-  const late = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => reject(new Error(`still waiting after ${ms} ms: ${what}`)), ms)
-  })
-  try {
-    return await Promise.race([promise, late])
-  } finally {
-    clearTimeout(timer)
-  }
 }
 
 /**

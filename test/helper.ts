@@ -191,3 +191,16 @@ export async function until (condition: () => boolean | Promise<boolean>, what: 
     await new Promise((resolve) => setTimeout(resolve, 10))
   }
 }
+
+/** Rejects after `ms`: a wait on an event that fails instead of hanging when the event never comes. */
+export async function within<T> (promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => reject(new Error(`still waiting after ${ms} ms: ${what}`)), ms)
+  })
+  try {
+    return await Promise.race([promise, late])
+  } finally {
+    clearTimeout(timer)
+  }
+}

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { Socket as NetSocket } from 'node:net'
 import WebSocket from 'ws'
-import { until } from './helper.js'
+import { until, within } from './helper.js'
 
 /**
  * Speaks the Engine.IO v4 / Socket.IO v5 wire protocol over a bare `ws` WebSocket, so tests can
@@ -164,15 +164,7 @@ export class RawClient {
 
   /** Waits for the WebSocket to close; rejects after `ms` if it stays open. */
   async waitClosed (what: string, ms = DEADLINE_MS): Promise<RawClosed> {
-    let timer: NodeJS.Timeout | undefined
-    const late = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new Error(`the WebSocket is still open after ${ms} ms: ${what}`)), ms)
-    })
-    try {
-      return await Promise.race([this.closed, late])
-    } finally {
-      clearTimeout(timer)
-    }
+    return await within(this.closed, ms, `the WebSocket to close: ${what}`)
   }
 
   /** Stops reading from the TCP socket: the kernel buffers fill, then the server's back up. */

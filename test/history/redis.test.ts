@@ -1,6 +1,6 @@
 import t from 'tap'
 import { Redis } from 'ioredis'
-import { RedisHistoryStore, type HistoryEntry, type HistoryStore, type Position } from '../../src/index.js'
+import { RedisHistoryStore, type HistoryEntry, type HistoryStore, type Position, type RedisHistoryOptions } from '../../src/index.js'
 import { until } from '../helper.js'
 import { deleteKeys, redisOptions, REDIS_PORT } from '../redis-helper.js'
 import { storeContract } from './contract.js'
@@ -58,11 +58,17 @@ storeContract(t, 'redis', {
   }
 })
 
-t.test('redis: append, trim and expiry happen together; the position outlives the events', async (t) => {
+/** A Redis store on a connection of its own under a fresh key prefix, closed at teardown. */
+function attached (t: Teardown, options: RedisHistoryOptions): { client: Redis, store: RedisHistoryStore } {
   const client = new Redis(redisOptions(t))
   t.teardown(() => { client.disconnect() })
-  const store = new RedisHistoryStore({ ttl: 30, max: 3 })
+  const store = new RedisHistoryStore(options)
   store.attach(client)
+  return { client, store }
+}
+
+t.test('redis: append, trim and expiry happen together; the position outlives the events', async (t) => {
+  const { client, store } = attached(t, { ttl: 30, max: 3 })
   for (let i = 1; i <= 4; i++) await store.append('team:1', entry(i))
   t.equal(await client.llen('rt:l:team:1'), 3, 'the list holds max events')
   const listTtl = await client.pttl('rt:l:team:1')
@@ -72,10 +78,7 @@ t.test('redis: append, trim and expiry happen together; the position outlives th
 })
 
 t.test('redis: a read is one round trip', async (t) => {
-  const client = new Redis(redisOptions(t))
-  t.teardown(() => { client.disconnect() })
-  const store = new RedisHistoryStore({ ttl: 30, max: 10 })
-  store.attach(client)
+  const { client, store } = attached(t, { ttl: 30, max: 10 })
   const first = await store.append('team:1', entry(1))
   await store.append('team:1', entry(2))
   const send = client.sendCommand.bind(client)
@@ -90,10 +93,7 @@ t.test('redis: a read is one round trip', async (t) => {
 })
 
 t.test('redis: corrupt list entries make a read that needs them a gap, never a throw', async (t) => {
-  const client = new Redis(redisOptions(t))
-  t.teardown(() => { client.disconnect() })
-  const store = new RedisHistoryStore({ ttl: 60, max: 10 })
-  store.attach(client)
+  const { client, store } = attached(t, { ttl: 60, max: 10 })
   const first = await store.append('team:1', entry(1))
   for (let n = 2; n <= 6; n++) await store.append('team:1', entry(n))
   const { epoch } = first
@@ -112,10 +112,7 @@ t.test('redis: corrupt list entries make a read that needs them a gap, never a t
 })
 
 t.test('redis: a damaged position reads as a gap, and the next append begins a log no old position covers', async (t) => {
-  const client = new Redis(redisOptions(t))
-  t.teardown(() => { client.disconnect() })
-  const store = new RedisHistoryStore({ ttl: 60, max: 10 })
-  store.attach(client)
+  const { client, store } = attached(t, { ttl: 60, max: 10 })
   const empty = await store.position('team:2')
   await store.append('team:2', entry(0))
   await client.hset('rt:m:team:2', 'seq', 'many')

@@ -99,21 +99,37 @@ t.test('with Redis down, join, leave and disconnectUser reject at once, after ap
   t.equal((await closed)[0], 'io server disconnect', 'disconnected on this node')
 })
 
-t.test('a live node whose subscriber is down: the operation rejects, and works again once it is back', async (t) => {
+/**
+ * Two nodes on a redis-server of the test's own, counting each other. B logs in as an ACL user
+ * whose channels `deafen` takes away (Redis drops B's subscriber; B lives on and still beats)
+ * and `hear` gives back.
+ */
+async function deafenableB (t: Test, keyPrefix: string, rooms: () => string[]): Promise<{ a: Built, b: Built, deafen: () => Promise<void>, hear: () => Promise<void> }> {
   const redis = await ownRedis(t)
   const admin = redisClient(t, redis.port)
   await admin.call('ACL', 'SETUSER', 'node-b', 'on', '>pw', '~*', '&*', '+@all')
-  const options = { host: REDIS_HOST, port: redis.port, keyPrefix: 'lv:' }
+  const options = { host: REDIS_HOST, port: redis.port, keyPrefix }
   const cluster = { heartbeatMs: 100, nodeTtlMs: 5000 }
-  const a = await build(t, { rooms: () => ['team:1'], redis: { ...options }, cluster, clusterTimeoutMs: 3000 })
-  const b = await build(t, { rooms: () => ['team:1'], redis: { ...options, username: 'node-b', password: 'pw' }, cluster, clusterTimeoutMs: 3000 })
+  const a = await build(t, { rooms, redis: { ...options }, cluster, clusterTimeoutMs: 3000 })
+  const b = await build(t, { rooms, redis: { ...options, username: 'node-b', password: 'pw' }, cluster, clusterTimeoutMs: 3000 })
+  await poll('A counts both nodes', async () => await a.app.realtime.stats(), (s) => s.cluster?.nodes === 2)
+  return {
+    a,
+    b,
+    deafen: async () => {
+      await admin.call('ACL', 'SETUSER', 'node-b', 'resetchannels')
+      await poll('B reports its subscriber down', async () => await status(b.app), (code) => code === 503)
+    },
+    hear: async () => { await admin.call('ACL', 'SETUSER', 'node-b', 'allchannels') }
+  }
+}
+
+t.test('a live node whose subscriber is down: the operation rejects, and works again once it is back', async (t) => {
+  const { a, b, deafen, hear } = await deafenableB(t, 'lv:', () => ['team:1'])
   // it reconnects when B, its subscriber back, closes its transports
   const { socket } = await b.connected('u1', { reconnection: true, reconnectionDelay: 20, reconnectionDelayMax: 50 })
-  await poll('A counts both nodes', async () => await a.app.realtime.stats(), (s) => s.cluster?.nodes === 2)
 
-  // Redis drops B's subscriber and refuses it the channels: B lives on (it still beats), deaf
-  await admin.call('ACL', 'SETUSER', 'node-b', 'resetchannels')
-  await poll('B reports its subscriber down', async () => await status(b.app), (code) => code === 503)
+  await deafen()
   t.equal((await a.app.realtime.stats()).cluster?.nodes, 2, 'B still counts as a live node')
   await t.rejects(a.app.realtime.join('u1', 'team:9'), {
     code: 'FST_REALTIME_CLUSTER_UNAVAILABLE',
@@ -122,7 +138,7 @@ t.test('a live node whose subscriber is down: the operation rejects, and works a
   t.same(await roomsOf(b.app, 'u1'), [['team:1', 'user:u1']], 'and B indeed did not apply it')
 
   const back = waitFor(socket, 'realtime:ready')
-  await admin.call('ACL', 'SETUSER', 'node-b', 'allchannels')
+  await hear()
   await poll('B subscribed again', async () => await status(b.app), (code) => code === 200)
   await back
   await a.app.realtime.join('u1', 'team:9')
@@ -132,25 +148,16 @@ t.test('a live node whose subscriber is down: the operation rejects, and works a
 })
 
 t.test('a node whose subscriber was away has its clients reconnect and catch up on what they missed', async (t) => {
-  const redis = await ownRedis(t)
-  const admin = redisClient(t, redis.port)
-  await admin.call('ACL', 'SETUSER', 'node-b', 'on', '>pw', '~*', '&*', '+@all')
-  const options = { host: REDIS_HOST, port: redis.port, keyPrefix: 'away:' }
-  const cluster = { heartbeatMs: 100, nodeTtlMs: 5000 }
   const members = new Set(['team:1', 'team:2'])
-  const rooms = (): string[] => [...members]
-  const a = await build(t, { rooms, redis: { ...options }, cluster, clusterTimeoutMs: 3000 })
-  const b = await build(t, { rooms, redis: { ...options, username: 'node-b', password: 'pw' }, cluster, clusterTimeoutMs: 3000 })
+  const { a, b, deafen, hear } = await deafenableB(t, 'away:', () => [...members])
   const client = connect(b.url, { token: tokenFor('u1'), io: { transports: ['websocket'], forceNew: true, reconnectionDelay: 20, reconnectionDelayMax: 50 } })
   t.teardown(() => { client.close() })
   const delivered: Array<[unknown, { scope: string, seq?: number, replayed?: true }]> = []
   client.on('ev' as never, (payload: unknown, meta: { scope: string, seq?: number, replayed?: true }) => { delivered.push([payload, meta]) })
   const [first] = await waitFor<[{ scopes: string[] }]>(client.socket, 'realtime:ready')
   t.same(first.scopes.sort(), ['team:1', 'team:2', 'user:u1'])
-  await poll('A counts both nodes', async () => await a.app.realtime.stats(), (s) => s.cluster?.nodes === 2)
 
-  await admin.call('ACL', 'SETUSER', 'node-b', 'resetchannels')
-  await poll('B reports its subscriber down', async () => await status(b.app), (code) => code === 503)
+  await deafen()
   // while B is deaf: A broadcasts (stored in the shared log) and the user loses team:2
   t.match(await a.app.broadcast('team:1', 'ev', { n: 1 }), { seq: 1, stored: true })
   members.delete('team:2')
@@ -158,7 +165,7 @@ t.test('a node whose subscriber was away has its clients reconnect and catch up 
   t.same(delivered, [], 'B\'s client heard nothing live')
 
   const again = waitFor<[{ scopes: string[] }]>(client.socket, 'realtime:ready')
-  await admin.call('ACL', 'SETUSER', 'node-b', 'allchannels')
+  await hear()
   const [ready] = await again
   t.same(ready.scopes.sort(), ['team:1', 'user:u1'], 'granted again from rooms(user): team:2 is gone')
   await poll('the missed event is delivered', async () => delivered.length, (n) => n >= 1)

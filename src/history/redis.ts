@@ -206,7 +206,7 @@ export class RedisHistoryStore implements HistoryStore {
       throw new FST_REALTIME_INVALID_PAYLOAD(entry.event, `it cannot be serialised (${(err as Error).message})`)
     }
     try {
-      if (this.#recovering !== null || this.#lostAll || this.#lost.size > 0) await this.#recover(client)
+      if (this.#recovering !== null || this.#hasLost()) await this.#recover(client)
       const [seq, epoch] = await client.realtimeAppend(
         metaKey(scope), logKey(scope), ID_KEY, this.#clock(), json, this.#max, this.#ttlMs, this.#keepMs)
       return { seq: Number(seq), epoch }
@@ -253,7 +253,7 @@ export class RedisHistoryStore implements HistoryStore {
 
   async #snapshot (scope: string, withEvents: boolean): Promise<[LogView | typeof DAMAGED | undefined, ReadContext]> {
     const client = this.#use()
-    if (this.#recovering !== null || this.#lostAll || this.#lost.size > 0) await this.#recover(client)
+    if (this.#recovering !== null || this.#hasLost()) await this.#recover(client)
     const [storeId, now, seq, epoch, started, last, floor, raw] =
       await client.realtimeSnapshot(metaKey(scope), logKey(scope), ID_KEY, this.#clock(), withEvents ? 1 : 0)
     const ctx: ReadContext = { storeId, now: Number(now), ttlMs: this.#ttlMs, keepMs: this.#keepMs }
@@ -277,13 +277,18 @@ export class RedisHistoryStore implements HistoryStore {
   }
 
   /** Drops the logs of lost scopes; one recovery at a time, and it runs until nothing is left. */
+  /** Whether broadcasts went unstored (in some scopes, or anywhere) since the last recovery. */
+  #hasLost (): boolean {
+    return this.#lostAll || this.#lost.size > 0
+  }
+
   #recover (client: ScriptedClient): Promise<void> {
     this.#recovering ??= this.#drain(client).finally(() => { this.#recovering = null })
     return this.#recovering
   }
 
   async #drain (client: ScriptedClient): Promise<void> {
-    while (this.#lostAll || this.#lost.size > 0) {
+    while (this.#hasLost()) {
       const all = this.#lostAll
       const scopes = [...this.#lost]
       this.#lostAll = false
@@ -311,7 +316,7 @@ export class RedisHistoryStore implements HistoryStore {
     if (client === null) return
     const pending = this.#recovering ?? Promise.resolve()
     pending.catch(() => {}).then(async () => {
-      if (this.#lostAll || this.#lost.size > 0) await this.#recover(client)
+      if (this.#hasLost()) await this.#recover(client)
     }).catch(() => {
       // still unreachable: the next ready, or the next use of the store, tries again
     })

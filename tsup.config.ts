@@ -1,13 +1,24 @@
 import { defineConfig, type Options } from 'tsup'
 
-const common: Options = {
+/**
+ * The package and its client in one build. Both entries share src/protocol.ts, and the
+ * declaration build puts what they share in one file (dist/protocol-<hash>.d.ts and .d.cts) that
+ * dist/index.d.ts and dist/client/index.d.ts both import: `RealtimeEvents` is then declared once,
+ * so a `declare module 'fastify-realtime'` augmentation types `broadcast` and the client's `on()`.
+ */
+const node: Options = {
+  entry: { index: 'src/index.ts', 'client/index': 'src/client/index.ts' },
   format: ['esm', 'cjs'],
   dts: true,
   sourcemap: true,
   target: 'node20',
+  // src/internals.ts finds socket.io's own modules from import.meta.url, in the CJS build too
+  shims: true,
   outDir: 'dist',
   splitting: false,
-  external: ['typebox', 'socket.io', 'socket.io-client', 'fastify', 'fastify-realtime']
+  // the browser bundle is written by the other build of this same run
+  clean: ['!client/browser.global.js*'],
+  external: ['typebox', 'socket.io', 'socket.io-client', 'fastify']
 }
 
 /**
@@ -31,9 +42,4 @@ export const browserBundle: Options = {
   noExternal: ['socket.io-client']
 }
 
-// Two passes (`npm run build` runs both): the client's types import `fastify-realtime` itself,
-// so that `declare module 'fastify-realtime'` augmentations reach `client.on()`; that import
-// resolves to the first pass's dist/index.d.ts. The second pass also writes the browser bundle.
-export default process.env.BUILD_PART === 'client'
-  ? defineConfig([{ ...common, entry: { 'client/index': 'src/client/index.ts' }, clean: false }, browserBundle])
-  : defineConfig({ ...common, entry: { index: 'src/index.ts' }, clean: true })
+export default defineConfig([node, browserBundle])

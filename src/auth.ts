@@ -1,85 +1,10 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { ExtendedError } from 'socket.io'
+import type { RealtimeClock } from './clock.js'
+import { ConnectError, type Authenticated, type Credentials } from './credentials.js'
 import type { NormalizedOptions } from './options.js'
-import { EVENT_AUTH_EXPIRED, ackError, userIdString, type ConnectErrorCode } from './protocol.js'
-import type { RealtimeClaims, RealtimeSocket, RealtimeUser } from './types.js'
-import { isPromiseLike, reply, withTimeout } from './util.js'
-
-/** Turns a token into verified claims (a promise for a key fetched on demand), or throws the verifier's error. */
-export type VerifyToken = (token: string) => RealtimeClaims | Promise<RealtimeClaims>
-
-/** A refused handshake: Socket.IO sends `message` and `data` to the client's `connect_error`. */
-export class ConnectError extends Error implements ExtendedError {
-  readonly data: { code: ConnectErrorCode }
-  constructor (code: ConnectErrorCode, message: string) {
-    super(message)
-    this.data = { code }
-  }
-}
-
-// Names under which clients put tokens in URLs (compared lower-cased); such a token is refused,
-// it is already in access logs.
-const QUERY_TOKEN_NAMES = new Set(['token', 'access_token', 'accesstoken', 'jwt', 'auth', 'authorization', 'bearer', 'id_token'])
-const JWT_SHAPE = /^(?:bearer\s+)?([A-Za-z0-9_-]{2,})\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/i
-
-type Handshake = RealtimeSocket['handshake']
-
-/** True when `value` is a JWT: three base64url parts, the first a JSON header naming an `alg`. */
-function looksLikeJwt (value: string): boolean {
-  const match = JWT_SHAPE.exec(value)
-  if (match === null) return false
-  try {
-    const header: unknown = JSON.parse(Buffer.from(match[1]!, 'base64url').toString('utf8'))
-    return header !== null && typeof header === 'object' && typeof (header as { alg?: unknown }).alg === 'string'
-  } catch {
-    return false
-  }
-}
-
-function tokenInQuery (handshake: Handshake): boolean {
-  const query = handshake.query as Record<string, unknown> | undefined
-  for (const name in query) {
-    if (QUERY_TOKEN_NAMES.has(name.toLowerCase())) return true
-    const value = query[name]
-    if (typeof value === 'string' ? isJwt(value) : Array.isArray(value) && value.some(isJwt)) return true
-  }
-  return false
-}
-
-/** A JWT has two dots; most query values (EIO=4, transport=websocket) are ruled out by that alone. */
-function isJwt (value: unknown): boolean {
-  return typeof value === 'string' && value.indexOf('.') !== value.lastIndexOf('.') && looksLikeJwt(value)
-}
-
-/** The token from `auth.token`, else from `Authorization: Bearer`; null when neither is there. */
-function tokenOf (handshake: Handshake): string | null {
-  const fromAuth = (handshake.auth as { token?: unknown } | undefined)?.token
-  if (typeof fromAuth === 'string' && fromAuth.length > 0) return fromAuth
-  const header = handshake.headers.authorization
-  if (typeof header === 'string') {
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(header)
-    if (match) return match[1]!
-  }
-  return null
-}
-
-/** Maps a verifier error (fast-jwt or @fastify/jwt) to the code the client sees. */
-function verifyFailure (err: unknown): ConnectError {
-  const code = (err as { code?: unknown } | null)?.code
-  if (code === 'FAST_JWT_EXPIRED' || code === 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED') {
-    return new ConnectError('AUTH_EXPIRED', 'The token has expired; get a new one and connect again')
-  }
-  if (code === 'FAST_JWT_KEY_FETCHING_ERROR') {
-    return new ConnectError('UNAVAILABLE', 'The server could not check the token right now; try again')
-  }
-  return new ConnectError('AUTH_INVALID', 'The token is not valid')
-}
-
-export interface Authenticated {
-  claims: RealtimeClaims
-  user: RealtimeUser
-  userId: string
-}
+import { EVENT_AUTH_EXPIRED, ackError } from './protocol.js'
+import type { RealtimeSocket, RealtimeUser } from './types.js'
+import { reply } from './util.js'
 
 /**
  * Token expiry for every connected socket on one timer: sockets sit in buckets by their `exp`
@@ -91,24 +16,20 @@ class ExpiryWatch {
   readonly #buckets = new Map<number, RealtimeSocket | Set<RealtimeSocket>>()
   readonly #bucketOf = new WeakMap<RealtimeSocket, number>()
   readonly #onExpired: (socket: RealtimeSocket) => void
-  #timer: NodeJS.Timeout | undefined
+  readonly #clock: RealtimeClock
+  #timer: unknown
   /** The next second not yet handled. */
   #cursor = 0
 
-  constructor (onExpired: (socket: RealtimeSocket) => void) {
+  constructor (clock: RealtimeClock, onExpired: (socket: RealtimeSocket) => void) {
+    this.#clock = clock
     this.#onExpired = onExpired
   }
 
   watch (socket: RealtimeSocket, exp: number): void {
     this.unwatch(socket)
-    const second = Math.floor(exp)
-    const now = Math.floor(Date.now() / 1000)
-    if (second < now) {
-      // already past: due at the next tick, like any other bucket
-      this.#add(socket, now)
-      return
-    }
-    this.#add(socket, second)
+    // a token already past its exp is due at the next tick, like any other bucket
+    this.#add(socket, Math.max(Math.floor(exp), this.#second()))
   }
 
   unwatch (socket: RealtimeSocket): void {
@@ -116,7 +37,6 @@ class ExpiryWatch {
     if (second === undefined) return
     this.#bucketOf.delete(socket)
     const bucket = this.#buckets.get(second)
-    if (bucket === undefined) return
     if (bucket === socket) this.#buckets.delete(second)
     else if (bucket instanceof Set) {
       bucket.delete(socket)
@@ -126,8 +46,13 @@ class ExpiryWatch {
   }
 
   stop (): void {
-    clearInterval(this.#timer)
+    if (this.#timer === undefined) return
+    this.#clock.clearTimeout(this.#timer)
     this.#timer = undefined
+  }
+
+  #second (): number {
+    return Math.floor(this.#clock.now() / 1000)
   }
 
   #add (socket: RealtimeSocket, second: number): void {
@@ -137,15 +62,22 @@ class ExpiryWatch {
     else this.#buckets.set(second, new Set([bucket, socket]))
     this.#bucketOf.set(socket, second)
     if (this.#timer === undefined) {
-      this.#cursor = Math.min(second, Math.floor(Date.now() / 1000))
-      this.#timer = setInterval(() => this.#tick(), 1000)
-      this.#timer.unref()
+      this.#cursor = Math.min(second, this.#second())
+      this.#schedule()
     }
+  }
+
+  #schedule (): void {
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = undefined
+      this.#tick()
+      if (this.#buckets.size > 0 && this.#timer === undefined) this.#schedule()
+    }, 1000)
   }
 
   #tick (): void {
     // a token is valid through its exp second: it has expired once the clock is past it
-    const now = Math.floor(Date.now() / 1000)
+    const now = this.#second()
     for (; this.#cursor < now; this.#cursor++) {
       const bucket = this.#buckets.get(this.#cursor)
       if (bucket === undefined) continue
@@ -155,52 +87,44 @@ class ExpiryWatch {
         this.#onExpired(socket)
       }
     }
-    if (this.#buckets.size === 0) this.stop()
   }
 }
 
 /**
- * Handshake authentication and the life of a token on a connected socket.
- * Built once `ready` has run, so the verifier can be the app's own `fastify.jwt`.
+ * Checks the scopes `socket` holds against `user`, a refreshed token's, and calls `commit` once
+ * the answers are in (see Subscriptions.reauthorize); rejects when the app could not answer.
+ */
+export type Reauthorize = (socket: RealtimeSocket, user: RealtimeUser, commit: () => void) => Promise<void>
+
+/**
+ * The life of a token on a connected socket: `realtime:auth_expired` once its `exp` has passed,
+ * the disconnect `auth.refreshGraceMs` later, and `realtime:auth` to refresh it in between. A
+ * refresh takes effect once the scopes the socket holds have been checked against it.
  */
 export class Auth {
   readonly #options: NormalizedOptions['auth']
-  readonly #verify: VerifyToken
+  readonly #credentials: Credentials
   readonly #log: FastifyBaseLogger
+  readonly #clock: RealtimeClock
   readonly #expiry: ExpiryWatch
+  readonly #reauthorize: Reauthorize
   /** Disconnect timers of sockets told `realtime:auth_expired` (few at a time). */
-  readonly #grace = new Map<RealtimeSocket, NodeJS.Timeout>()
+  readonly #grace = new Map<RealtimeSocket, unknown>()
   /** Shared by every socket (`this` is the socket): no closure per connection. */
   readonly #onDisconnect: (this: RealtimeSocket) => void
 
-  constructor (options: NormalizedOptions['auth'], verify: VerifyToken, log: FastifyBaseLogger) {
+  constructor (options: NormalizedOptions['auth'], credentials: Credentials, reauthorize: Reauthorize, log: FastifyBaseLogger, clock: RealtimeClock) {
     this.#options = options
-    this.#verify = verify
+    this.#credentials = credentials
+    this.#reauthorize = reauthorize
     this.#log = log
-    this.#expiry = new ExpiryWatch((socket) => this.#expired(socket))
+    this.#clock = clock
+    this.#expiry = new ExpiryWatch(clock, (socket) => { this.#expired(socket) })
     const auth = this
     this.#onDisconnect = function onDisconnect () {
-      auth.#clear(this)
+      auth.#expiry.unwatch(this)
+      auth.#clearGrace(this)
     }
-  }
-
-  /**
-   * Verifies the handshake and looks the user up; throws (or rejects with) a ConnectError to
-   * refuse. Answers synchronously when the verifier and the lookup do, as they usually do: a
-   * handshake then costs no promise.
-   */
-  authenticate (socket: RealtimeSocket): Authenticated | Promise<Authenticated> {
-    if (tokenInQuery(socket.handshake)) {
-      throw new ConnectError('AUTH_INVALID', 'Tokens in the query string are refused; send the token as auth.token')
-    }
-    const token = tokenOf(socket.handshake)
-    if (token === null) {
-      throw new ConnectError('AUTH_REQUIRED', 'A token is required: connect with auth: { token }')
-    }
-    const claims = this.#claims(token)
-    return isPromiseLike(claims)
-      ? Promise.resolve(claims).then((verified) => this.#lookup(verified, socket))
-      : this.#lookup(claims, socket)
   }
 
   /** Starts the expiry watch of a connected socket. */
@@ -210,10 +134,18 @@ export class Auth {
     socket.on('disconnect', this.#onDisconnect)
   }
 
+  /** True once the socket's token has expired and no refresh has been accepted since. */
+  expired (socket: RealtimeSocket): boolean {
+    if (this.#grace.has(socket)) return true
+    // past its exp second, told or not yet (the expiry watch ticks once a second)
+    const exp = socket.data.claims.exp
+    return typeof exp === 'number' && Math.floor(this.#clock.now() / 1000) > exp
+  }
+
   /** Answers `realtime:auth { token }`: a fresh token for the same user keeps the socket. */
   refresh (socket: RealtimeSocket, message: unknown, ack: unknown): void {
     this.#refresh(socket, message).then(
-      (answer) => reply(ack, answer),
+      (answer) => { reply(ack, answer) },
       (err: unknown) => {
         this.#log.error({ err }, 'fastify-realtime: token refresh failed')
         reply(ack, ackError('UNAVAILABLE', 'The token could not be checked right now'))
@@ -224,51 +156,8 @@ export class Auth {
   /** Stops every timer (the plugin is closing). */
   close (): void {
     this.#expiry.stop()
-    for (const timer of this.#grace.values()) clearTimeout(timer)
+    for (const timer of this.#grace.values()) this.#clock.clearTimeout(timer)
     this.#grace.clear()
-  }
-
-  /** The token's claims, checked; a promise only when the verifier gives one (a key fetched on demand). */
-  #claims (token: string): RealtimeClaims | Promise<RealtimeClaims> {
-    let claims: RealtimeClaims | Promise<RealtimeClaims>
-    try {
-      claims = this.#verify(token)
-    } catch (err) {
-      throw verifyFailure(err)
-    }
-    if (isPromiseLike(claims)) {
-      return Promise.resolve(claims).then((verified) => this.#checked(verified), (err: unknown) => { throw verifyFailure(err) })
-    }
-    return this.#checked(claims)
-  }
-
-  #checked (claims: RealtimeClaims): RealtimeClaims {
-    if (claims === null || typeof claims !== 'object') {
-      throw new ConnectError('AUTH_INVALID', 'The token is not valid')
-    }
-    if (this.#options.requireExp && typeof claims.exp !== 'number') {
-      throw new ConnectError('AUTH_INVALID', 'The token has no exp claim')
-    }
-    return claims
-  }
-
-  #lookup (claims: RealtimeClaims, socket: RealtimeSocket): Authenticated | Promise<Authenticated> {
-    const user = withTimeout(() => this.#options.user(claims, socket), this.#options.timeoutMs, 'auth.user')
-    if (!isPromiseLike(user)) return this.#accepted(claims, user)
-    return Promise.resolve(user).then((found) => this.#accepted(claims, found), (err: unknown) => {
-      this.#log.warn({ err }, 'fastify-realtime: user lookup failed')
-      throw new ConnectError('UNAVAILABLE', 'The user could not be looked up right now; try again')
-    })
-  }
-
-  #accepted (claims: RealtimeClaims, user: RealtimeUser | null | false | undefined): Authenticated {
-    if (!user) throw new ConnectError('USER_REJECTED', 'This user may not connect')
-    const userId = userIdString(user.id)
-    if (userId === null) {
-      this.#log.error({ userId: user.id }, 'fastify-realtime: auth.user returned a user whose id cannot name a user:<id> scope')
-      throw new ConnectError('USER_REJECTED', 'This user may not connect')
-    }
-    return { claims, user, userId }
   }
 
   async #refresh (socket: RealtimeSocket, message: unknown): Promise<unknown> {
@@ -278,11 +167,11 @@ export class Auth {
     }
     let next: Authenticated
     try {
-      const claims = await this.#claims(token)
+      const claims = await this.#credentials.claims(token)
       if (claims.sub !== socket.data.claims.sub) {
         return ackError('AUTH_INVALID', 'The token is for another subject')
       }
-      next = await this.#lookup(claims, socket)
+      next = await this.#credentials.lookup(claims, socket)
     } catch (err) {
       if (!(err instanceof ConnectError)) throw err
       if (err.data.code === 'USER_REJECTED') {
@@ -296,18 +185,27 @@ export class Auth {
       return ackError('AUTH_INVALID', 'The token is for another user')
     }
     if (!socket.connected) return ackError('AUTH_INVALID', 'The socket is closed')
-    socket.data.claims = next.claims
-    socket.data.user = next.user
-    this.#clearGrace(socket)
-    if (typeof next.claims.exp === 'number') this.#expiry.watch(socket, next.claims.exp)
-    else this.#expiry.unwatch(socket)
+    try {
+      await this.#reauthorize(socket, next.user, () => {
+        if (!socket.connected) return
+        socket.data.claims = next.claims
+        socket.data.user = next.user
+        this.#clearGrace(socket)
+        if (typeof next.claims.exp === 'number') this.#expiry.watch(socket, next.claims.exp)
+        else this.#expiry.unwatch(socket)
+      })
+    } catch (err) {
+      if (err instanceof ConnectError) return ackError('UNAVAILABLE', err.message)
+      throw err
+    }
+    if (!socket.connected) return ackError('AUTH_INVALID', 'The socket is closed')
     return { ok: true, exp: next.claims.exp ?? null }
   }
 
   #expired (socket: RealtimeSocket): void {
     if (!socket.connected) return
     socket.emit(EVENT_AUTH_EXPIRED)
-    this.#grace.set(socket, setTimeout(() => {
+    this.#grace.set(socket, this.#clock.setTimeout(() => {
       this.#grace.delete(socket)
       socket.disconnect(true)
     }, this.#options.refreshGraceMs))
@@ -316,12 +214,7 @@ export class Auth {
   #clearGrace (socket: RealtimeSocket): void {
     const timer = this.#grace.get(socket)
     if (timer === undefined) return
-    clearTimeout(timer)
+    this.#clock.clearTimeout(timer)
     this.#grace.delete(socket)
-  }
-
-  #clear (socket: RealtimeSocket): void {
-    this.#expiry.unwatch(socket)
-    this.#clearGrace(socket)
   }
 }

@@ -7,12 +7,14 @@ import {
   FST_REALTIME_INVALID_SCOPE
 } from './errors.js'
 import { skip } from './catchup.js'
+import type { RealtimeClock } from './clock.js'
 import { ExpiringMap } from './expiring-map.js'
-import type { HistoryStore } from './history/store.js'
+import type { HistoryEntry, HistoryStore, OnceResult, StoredEvent } from './history/store.js'
+import type { Instruments } from './metrics.js'
 import type { NormalizedOptions } from './options.js'
 import { RESERVED_PREFIX, SOCKET_IO_RESERVED, isScope, type Position } from './protocol.js'
-import type { BroadcastFn, BroadcastMeta, BroadcastOptions, RealtimeServer } from './types.js'
-import { isPromiseLike } from './util.js'
+import type { BroadcastFn, BroadcastMeta, BroadcastOptions, EventActor, EventMeta, RealtimeServer } from './types.js'
+import { cut, isPromiseLike, rateLimitedWarn } from './util.js'
 
 export interface BroadcastContext {
   io: RealtimeServer
@@ -20,9 +22,32 @@ export interface BroadcastContext {
   events: NormalizedOptions['events']
   /** Seconds an idempotency key is remembered (the history ttl). */
   ttl: number
+  /** Idempotency keys remembered on this node at most (the oldest go first). */
+  idempotencyKeys: number
   log: FastifyBaseLogger
   /** False before `ready` and from the start of `close`. */
   isOpen: () => boolean
+  clock: RealtimeClock
+  metrics: Pick<Instruments, 'now' | 'broadcast'>
+}
+
+/**
+ * The meta every delivered event carries, built here and nowhere else: `{ id, scope, seq?,
+ * epoch?, at, by? }` in this order (a literal per shape, no spread: it runs for every broadcast).
+ */
+function eventMeta (id: string, scope: string, position: Position | null, at: number, by: BroadcastOptions['by']): EventMeta {
+  const meta: EventMeta = position === null
+    ? { id, scope, at }
+    : { id, scope, seq: position.seq, epoch: position.epoch, at }
+  if (by !== undefined) meta.by = by
+  return meta
+}
+
+/** The meta of an event replayed from the log. */
+export function replayMeta (scope: string, epoch: string, stored: StoredEvent): EventMeta {
+  const meta = eventMeta(stored.id, scope, { seq: stored.seq, epoch }, stored.at, stored.by)
+  meta.replayed = true
+  return meta
 }
 
 function checkEvent (event: unknown): asserts event is string {
@@ -34,12 +59,42 @@ function checkEvent (event: unknown): asserts event is string {
   }
 }
 
-function checkOptions (opts: BroadcastOptions): void {
+/** Bytes `by` may take as JSON. */
+const MAX_BY_BYTES = 1024
+
+/**
+ * `opts.by` as it is sent and stored: a string or a finite number as given, a plain object as a
+ * copy of its JSON (so a later change to the caller's object reaches neither the wire nor the
+ * log, and a replay carries what the live event did). At most MAX_BY_BYTES as JSON.
+ */
+function checkBy (by: unknown): EventActor {
+  if (typeof by === 'number') {
+    if (Number.isFinite(by)) return by
+  } else if (typeof by === 'string') {
+    // a UTF-16 unit takes at most 6 bytes as JSON (a \u escape): short ids need no measuring
+    if (by.length <= (MAX_BY_BYTES - 2) / 6 || Buffer.byteLength(JSON.stringify(by)) <= MAX_BY_BYTES) return by
+    throw new FST_REALTIME_INVALID_BROADCAST_OPTION('by', `must be at most ${MAX_BY_BYTES} bytes as JSON`)
+  } else if (by !== null && typeof by === 'object' && !Array.isArray(by)) {
+    const proto = Object.getPrototypeOf(by) as unknown
+    if (proto === Object.prototype || proto === null) {
+      let json: string
+      try {
+        json = JSON.stringify(by)
+      } catch (err) {
+        throw new FST_REALTIME_INVALID_BROADCAST_OPTION('by', `cannot be serialised (${(err as Error).message})`)
+      }
+      if (Buffer.byteLength(json) > MAX_BY_BYTES) throw new FST_REALTIME_INVALID_BROADCAST_OPTION('by', `must be at most ${MAX_BY_BYTES} bytes as JSON`)
+      return JSON.parse(json) as EventActor
+    }
+  }
+  throw new FST_REALTIME_INVALID_BROADCAST_OPTION('by', 'must be a string, a number or a plain JSON object')
+}
+
+/** Checks the options and returns them with `by` as it is sent and stored. */
+function checkOptions (opts: BroadcastOptions): BroadcastOptions {
   if (typeof opts !== 'object') throw new FST_REALTIME_INVALID_BROADCAST_OPTION('(options)', 'must be an object')
   const { by, except, idempotencyKey, volatile } = opts
-  if (by !== undefined && typeof by !== 'string' && !(typeof by === 'number' && Number.isFinite(by))) {
-    throw new FST_REALTIME_INVALID_BROADCAST_OPTION('by', 'must be a string or a number')
-  }
+  const actor = by === undefined ? undefined : checkBy(by)
   if (except !== undefined && (typeof except !== 'string' || except.length === 0)) {
     throw new FST_REALTIME_INVALID_BROADCAST_OPTION('except', 'must be a socket id')
   }
@@ -49,6 +104,7 @@ function checkOptions (opts: BroadcastOptions): void {
   if (volatile !== undefined && typeof volatile !== 'boolean') {
     throw new FST_REALTIME_INVALID_BROADCAST_OPTION('volatile', 'must be a boolean')
   }
+  return actor === by ? opts : { ...opts, by: actor }
 }
 
 const NO_OPTIONS: BroadcastOptions = Object.freeze({})
@@ -63,9 +119,15 @@ function refused (err: unknown): boolean {
  * `(payload, meta)` to the scope. Transport trouble never rejects: it logs and resolves.
  */
 export function createBroadcast (ctx: BroadcastContext): BroadcastFn {
-  const { io, store, events, log } = ctx
+  const { io, store, events, log, clock, metrics } = ctx
+  const warn = rateLimitedWarn(log, 10_000, clock.now)
   const ttlMs = ctx.ttl * 1000
-  const seen = new ExpiringMap<string, Promise<BroadcastMeta | null>>()
+  /**
+   * Idempotency keys used on this node, by `<scope> <key>` (a scope has no space), with the call
+   * they were used for: a repeat gets that call's answer. Bounded in time (the ttl) and count.
+   * With a store that keeps keys itself (`appendOnce`), this only spares it the repeats from here.
+   */
+  const seen = new ExpiringMap<string, Promise<BroadcastMeta | null>>(ctx.idempotencyKeys)
 
   /** Whether the last append failed: the warning is logged once per outage, not per broadcast. */
   let storeFailing = false
@@ -75,12 +137,8 @@ export function createBroadcast (ctx: BroadcastContext): BroadcastFn {
    * log. A socket left out by `except` is told the seq moved on (`realtime:skip`), so it does
    * not wait for, or fetch, an event it was meant not to get.
    */
-  function emit (scope: string, event: string, payload: unknown, opts: BroadcastOptions, id: string, at: number, position: Position | null): BroadcastMeta {
-    // one literal per shape, no spread: this runs for every broadcast
-    const meta = (position === null
-      ? { id, scope, at }
-      : { id, scope, seq: position.seq, epoch: position.epoch, at }) as BroadcastMeta
-    if (opts.by !== undefined) meta.by = opts.by
+  function emit (scope: string, event: string, payload: unknown, opts: BroadcastOptions, id: string, at: number, position: Position | null, started: number): BroadcastMeta {
+    const meta = eventMeta(id, scope, position, at, opts.by) as BroadcastMeta
     const target = opts.except === undefined ? io.to(scope) : io.to(scope).except(opts.except)
     try {
       target.emit(event, payload, meta)
@@ -96,6 +154,7 @@ export function createBroadcast (ctx: BroadcastContext): BroadcastFn {
     }
     // encoded by now: `stored` is for the caller, not the wire
     meta.stored = position !== null
+    metrics.broadcast(scope, opts.except, meta.stored, started)
     return meta
   }
 
@@ -117,32 +176,51 @@ export function createBroadcast (ctx: BroadcastContext): BroadcastFn {
     return null
   }
 
-  /** Appends, then emits. A store that answers synchronously (memory) costs no extra promise turn. */
+  /** The answer to a repeated idempotency key that the store recognised: the first call's meta; nothing is sent. */
+  function repeated (scope: string, { seq, epoch, first }: Required<OnceResult>): BroadcastMeta {
+    const meta = eventMeta(first.id, scope, { seq, epoch }, first.at, first.by) as BroadcastMeta
+    meta.stored = true
+    return meta
+  }
+
+  /**
+   * Appends (once per idempotency key, when the store keeps keys itself), then emits. A store
+   * that answers synchronously (memory) costs no extra promise turn.
+   */
   function deliver (scope: string, event: string, payload: unknown, opts: BroadcastOptions): Promise<BroadcastMeta> {
     const id = randomUUID()
-    const at = Date.now()
-    if (store === null || opts.volatile === true) return Promise.resolve(emit(scope, event, payload, opts, id, at, null))
-    let appended: Position | Promise<Position>
+    const at = clock.now()
+    const started = metrics.now()
+    if (store === null || opts.volatile === true) return Promise.resolve(emit(scope, event, payload, opts, id, at, null, started))
+    const entry: HistoryEntry = opts.by === undefined ? { id, event, payload, at } : { id, event, payload, at, by: opts.by }
+    const key = opts.idempotencyKey
+    let appended: OnceResult | Promise<OnceResult>
     try {
-      appended = store.append(scope, opts.by === undefined ? { id, event, payload, at } : { id, event, payload, at, by: opts.by })
+      appended = key !== undefined && store.appendOnce !== undefined ? store.appendOnce(scope, entry, key) : store.append(scope, entry)
     } catch (err) {
       if (refused(err)) return Promise.reject(err)
-      return Promise.resolve(emit(scope, event, payload, opts, id, at, unstored(scope, event, err)))
+      return Promise.resolve(emit(scope, event, payload, opts, id, at, unstored(scope, event, err), started))
     }
-    if (!isPromiseLike(appended)) return Promise.resolve(emit(scope, event, payload, opts, id, at, storeFailing ? stored(appended) : appended))
+    if (!isPromiseLike(appended)) {
+      return Promise.resolve(appended.first === undefined
+        ? emit(scope, event, payload, opts, id, at, storeFailing ? stored(appended) : appended, started)
+        : repeated(scope, appended as Required<OnceResult>))
+    }
     return Promise.resolve(appended).then(
-      (position) => emit(scope, event, payload, opts, id, at, stored(position)),
+      (position) => position.first === undefined
+        ? emit(scope, event, payload, opts, id, at, stored(position), started)
+        : repeated(scope, position as Required<OnceResult>),
       (err: unknown) => {
         if (refused(err)) throw err
-        return emit(scope, event, payload, opts, id, at, unstored(scope, event, err))
+        return emit(scope, event, payload, opts, id, at, unstored(scope, event, err), started)
       }
     )
   }
 
   function send (scope: string, event: string, payload: unknown, opts: BroadcastOptions): Promise<BroadcastMeta | null> {
-    if (!isScope(scope)) return Promise.reject(new FST_REALTIME_INVALID_SCOPE(String(scope).slice(0, 200)))
+    if (!isScope(scope)) return Promise.reject(new FST_REALTIME_INVALID_SCOPE(cut(scope)))
     checkEvent(event)
-    checkOptions(opts)
+    opts = checkOptions(opts)
     const validator = events.get(event)
     if (validator !== undefined && !validator.Check(payload)) {
       const [first] = validator.Errors(payload)
@@ -150,12 +228,12 @@ export function createBroadcast (ctx: BroadcastContext): BroadcastFn {
       return Promise.reject(new FST_REALTIME_INVALID_PAYLOAD(event, `${where} ${first?.message ?? 'is invalid'}`))
     }
     if (!ctx.isOpen()) {
-      log.warn({ scope, event }, 'fastify-realtime: broadcast while the server is not ready or is closing; not sent')
+      warn({ scope, event }, 'fastify-realtime: broadcast while the server is not ready or is closing; not sent')
       return Promise.resolve(null)
     }
-    const key = opts.idempotencyKey
-    if (key === undefined) return deliver(scope, event, payload, opts)
-    const now = Date.now()
+    if (opts.idempotencyKey === undefined) return deliver(scope, event, payload, opts)
+    const key = `${scope} ${opts.idempotencyKey}`
+    const now = clock.now()
     seen.sweep(now)
     const earlier = seen.get(key, now)
     if (earlier !== undefined) return earlier

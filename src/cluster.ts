@@ -1,10 +1,18 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { createAdapter } from '@socket.io/redis-adapter'
 import type { Redis } from 'ioredis'
-import { FST_REALTIME_CLUSTER_TIMEOUT, FST_REALTIME_CLUSTER_UNAVAILABLE, FST_REALTIME_REDIS_UNAVAILABLE } from './errors.js'
+import {
+  FST_REALTIME_CLUSTER_TIMEOUT,
+  FST_REALTIME_CLUSTER_UNAVAILABLE,
+  FST_REALTIME_INVALID_SCOPE,
+  FST_REALTIME_INVALID_USER_ID,
+  FST_REALTIME_REDIS_UNAVAILABLE
+} from './errors.js'
 import { isScope, userIdString, userScope } from './protocol.js'
-import type { RealtimeServer } from './types.js'
-import { withTimeout } from './util.js'
+import type { RealtimeServer, RealtimeStats } from './types.js'
+import { writable } from './internals.js'
+import { Subscriptions } from './redis.js'
+import { cut, withTimeout } from './util.js'
 
 /** Server-side event the nodes exchange for membership operations. */
 const CLUSTER_EVENT = 'realtime:cluster'
@@ -108,128 +116,23 @@ function parseOperation (value: unknown): Operation | null {
   return { op, userId, scope }
 }
 
+function userIdOf (userId: unknown): string {
+  const id = userIdString(userId)
+  if (id === null) throw new FST_REALTIME_INVALID_USER_ID(cut(userId))
+  return id
+}
+
+function memberScope (scope: unknown): string {
+  // user scopes are fixed: every socket is in its own and no other
+  if (!isScope(scope) || scope.startsWith('user:')) throw new FST_REALTIME_INVALID_SCOPE(cut(scope))
+  return scope
+}
+
 /** The node id in an answer that says the operation was applied, or null. */
 function appliedBy (answer: unknown): string | null {
   if (answer === null || typeof answer !== 'object') return null
   const { node, applied } = answer as Partial<Answer>
   return typeof node === 'string' && applied === true ? node : null
-}
-
-/** Whether a command sent on `client` now would be written: ioredis keeps `status` 'ready' for a moment after the socket has ended. */
-function up (client: Redis): boolean {
-  const stream = client.stream as Redis['stream'] | undefined
-  return client.status === 'ready' && stream !== undefined && stream.writable && !stream.writableEnded
-}
-
-type SubscribeMethod = 'subscribe' | 'psubscribe'
-type Method = SubscribeMethod | 'unsubscribe' | 'punsubscribe'
-type Call = (...args: unknown[]) => Promise<unknown>
-const METHODS: readonly Method[] = ['subscribe', 'psubscribe', 'unsubscribe', 'punsubscribe']
-
-function namesOf (args: unknown[]): string[] {
-  const names: string[] = []
-  for (const arg of args.flat()) {
-    if (typeof arg === 'string') names.push(arg)
-    else if (Buffer.isBuffer(arg)) names.push(arg.toString())
-  }
-  return names
-}
-
-/**
- * The subscriber connection's subscriptions. Every (p)subscribe and (p)unsubscribe the adapter
- * makes goes through here: a refusal (while Redis is away the plugin's connections have no offline
- * queue, so they fail at once) is logged instead of becoming an unhandled rejection, and whatever
- * is still wanted is subscribed again once the connection is back, including what failed during
- * the outage (ioredis would restore only what had succeeded).
- */
-class Subscriptions {
-  readonly #sub: Redis
-  readonly #log: FastifyBaseLogger
-  readonly #onRestored: () => void
-  readonly #original = new Map<Method, Call>()
-  readonly #wanted: Record<SubscribeMethod, Set<string>> = { subscribe: new Set(), psubscribe: new Set() }
-  readonly #pending = new Set<Promise<boolean>>()
-  // Redis may lack something wanted: the connection dropped, or a subscribe failed
-  #stale = false
-  #restoring = false
-  #closed = false
-  readonly #onClose = (): void => { this.#stale = true }
-  readonly #onReady = (): void => { this.restore() }
-
-  constructor (sub: Redis, log: FastifyBaseLogger, onRestored: () => void) {
-    this.#sub = sub
-    this.#log = log
-    this.#onRestored = onRestored
-    // restored here instead: ioredis would also revive channels whose unsubscribe failed during an outage
-    sub.options.autoResubscribe = false
-    const methods = sub as unknown as Record<Method, Call>
-    for (const method of METHODS) {
-      this.#original.set(method, methods[method].bind(sub))
-      methods[method] = (...args: unknown[]) => {
-        const names = namesOf(args)
-        if (method === 'subscribe' || method === 'psubscribe') {
-          for (const name of names) this.#wanted[method].add(name)
-        } else {
-          const wanted = this.#wanted[method === 'unsubscribe' ? 'subscribe' : 'psubscribe']
-          if (names.length === 0) wanted.clear()
-          for (const name of names) wanted.delete(name)
-        }
-        return this.#call(method, args)
-      }
-    }
-    sub.on('close', this.#onClose)
-    sub.on('ready', this.#onReady)
-  }
-
-  /** True when the connection is up with every wanted channel subscribed. */
-  get current (): boolean {
-    return !this.#stale && !this.#restoring && up(this.#sub)
-  }
-
-  /** Resolves once every call made so far has settled: true when nothing wanted is missing. */
-  async settled (): Promise<boolean> {
-    await Promise.all([...this.#pending])
-    return !this.#stale
-  }
-
-  /** Subscribes again to everything wanted, when something is missing and the connection is up. */
-  restore (): void {
-    if (this.#closed || !this.#stale || this.#restoring || !up(this.#sub)) return
-    this.#restoring = true
-    // cleared first: a drop or a refusal during the restore marks it stale again for the next one
-    this.#stale = false
-    const calls = (['subscribe', 'psubscribe'] as const)
-      .filter((method) => this.#wanted[method].size > 0)
-      .map(async (method) => await this.#call(method, [[...this.#wanted[method]]]))
-    Promise.all(calls).then((results) => {
-      this.#restoring = false
-      if (this.#closed) return
-      if (!results.every(Boolean)) {
-        this.#stale = true
-        return
-      }
-      if (this.#stale) return
-      this.#log.info('fastify-realtime: cluster channels subscribed again')
-      this.#onRestored()
-    })
-  }
-
-  close (): void {
-    this.#closed = true
-    this.#sub.off('close', this.#onClose)
-    this.#sub.off('ready', this.#onReady)
-  }
-
-  async #call (method: Method, args: unknown[]): Promise<boolean> {
-    const done = this.#original.get(method)!(...args).then(() => true, (err: Error) => {
-      if (method === 'subscribe' || method === 'psubscribe') this.#stale = true
-      this.#log.debug({ err }, `fastify-realtime: Redis ${method} failed; subscriptions are restored once Redis is back`)
-      return false
-    })
-    this.#pending.add(done)
-    done.then(() => this.#pending.delete(done), () => {})
-    return await done
-  }
 }
 
 interface Link {
@@ -272,7 +175,7 @@ export class Cluster {
         const operation = parseOperation(message)
         if (operation === null) {
           const op = (message as { op?: unknown } | null)?.op
-          this.#log.debug({ op: typeof op === 'string' ? op.slice(0, 50) : typeof op }, 'fastify-realtime: ignored a cluster operation it does not know')
+          this.#log.debug({ op: typeof op === 'string' ? cut(op) : typeof op }, 'fastify-realtime: ignored a cluster operation it does not know')
         } else {
           this.#apply(operation)
           applied = true
@@ -333,16 +236,24 @@ export class Cluster {
     this.#heartbeat.unref()
   }
 
-  async join (userId: string, scope: string): Promise<void> {
-    await this.#run({ op: 'join', userId, scope })
+  /** Joins every socket of `userId` to `scope`, on every node. Rejects with a coded error for a bad id or scope. */
+  async join (userId: unknown, scope: unknown): Promise<void> {
+    await this.#run({ op: 'join', userId: userIdOf(userId), scope: memberScope(scope) })
   }
 
-  async leave (userId: string, scope: string): Promise<void> {
-    await this.#run({ op: 'leave', userId, scope })
+  async leave (userId: unknown, scope: unknown): Promise<void> {
+    await this.#run({ op: 'leave', userId: userIdOf(userId), scope: memberScope(scope) })
   }
 
-  async disconnectUser (userId: string): Promise<void> {
-    await this.#run({ op: 'disconnect', userId })
+  async disconnectUser (userId: unknown): Promise<void> {
+    await this.#run({ op: 'disconnect', userId: userIdOf(userId) })
+  }
+
+  /** This node's connections, and the cluster's figures when there is a cluster (the figures health shows). */
+  async stats (): Promise<RealtimeStats> {
+    const node = { id: this.#nodeId, connections: this.#io.of('/').sockets.size }
+    const counts = await this.counts()
+    return counts === undefined ? { node } : { node, cluster: counts }
   }
 
   /**
@@ -366,12 +277,22 @@ export class Cluster {
   }
 
   /**
+   * Ids of the live nodes: those whose heartbeat is younger than `nodeTtlMs` (Redis's clock).
+   * Null on a single node; rejects when Redis does not answer.
+   */
+  async liveNodes (): Promise<string[] | null> {
+    const link = this.#link
+    if (link === null) return null
+    return (await link.pub.realtimeLiveNodes(NODES_KEY, link.options.nodeTtlMs)).map(String)
+  }
+
+  /**
    * Whether this node's own Redis connections work: both up, every cluster channel subscribed,
    * and a PING answered within a second. False before `connect` and after `close`.
    */
   async reachable (): Promise<boolean> {
     const link = this.#link
-    if (link === null || !up(link.pub) || !link.subscriptions.current) return false
+    if (link === null || !writable(link.pub) || !link.subscriptions.current) return false
     try {
       return await withTimeout(() => link.pub.ping(), 1000, 'Redis ping') === 'PONG'
     } catch {
@@ -386,7 +307,7 @@ export class Cluster {
     this.#link = null
     if (link === null) return
     link.subscriptions.close()
-    if (!up(link.pub)) return
+    if (!writable(link.pub)) return
     try {
       await withTimeout(() => link.pub.multi().zrem(NODES_KEY, this.#nodeId).hdel(COUNTS_KEY, this.#nodeId).exec(), 1000, 'Redis')
     } catch {
@@ -417,7 +338,7 @@ export class Cluster {
     if (link === null) return
     const { timeoutMs, nodeTtlMs } = link.options
     // not ready: the request could not go out, or this node could not hear the answers
-    if (!up(link.pub) || !link.subscriptions.current) {
+    if (!writable(link.pub) || !link.subscriptions.current) {
       throw new FST_REALTIME_CLUSTER_UNAVAILABLE(operation.op, 'Redis is not reachable from this node')
     }
     let live: string[]

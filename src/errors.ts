@@ -67,3 +67,37 @@ export const FST_REALTIME_CLUSTER_UNAVAILABLE = createError(
   'Cluster operation %s could not be confirmed on every node: %s',
   503
 )
+
+/**
+ * An installed Socket.IO, engine.io, socket.io-parser or ioredis lacks an internal the plugin relies on (see
+ * src/internals.ts): `register` fails rather than run with a feature switched off.
+ */
+export const FST_REALTIME_UNSUPPORTED_VERSION = createError(
+  'FST_REALTIME_UNSUPPORTED_VERSION',
+  'fastify-realtime does not support the installed %s: %s is missing',
+  500
+)
+
+/**
+ * `realtime.presence(scope)` for a scope whose presence is not tracked: presence is off, or the
+ * scope's kind is not in `presence.kinds`.
+ */
+export const FST_REALTIME_PRESENCE_UNTRACKED = createError(
+  'FST_REALTIME_PRESENCE_UNTRACKED',
+  'Presence is not tracked for scope "%s": %s',
+  400
+)
+
+/** `realtime.presence(scope)` could not be read: the presence store (Redis) did not answer. */
+export const FST_REALTIME_PRESENCE_UNAVAILABLE = createError(
+  'FST_REALTIME_PRESENCE_UNAVAILABLE',
+  'Presence of "%s" could not be read: %s',
+  503
+)
+
+/** An option that needs an optional peer dependency the app has not installed (`metrics` needs prom-client). */
+export const FST_REALTIME_MISSING_DEPENDENCY = createError(
+  'FST_REALTIME_MISSING_DEPENDENCY',
+  'The fastify-realtime option %s needs the package %s, which cannot be loaded: npm install %s',
+  500
+)

@@ -1,34 +1,113 @@
 import type { FastifyBaseLogger } from 'fastify'
+import type { RealtimeClock } from './clock.js'
+import { queuedBytes, transports } from './internals.js'
 import { EVENT_AUTH, ackError } from './protocol.js'
 import type { RealtimeServer, RealtimeSocket } from './types.js'
-import { reply } from './util.js'
+import { cut, rateLimitedWarn } from './util.js'
 
 /** A handler of one of the protocol's client-to-server events. */
 export type EventRoute = (socket: RealtimeSocket, message: unknown, ack: unknown) => void
 
+/** How many client-to-server events one socket may send. */
+export interface EventLimits {
+  /** Events per fixed window, `realtime:auth` aside; false: no cap. */
+  rate: { max: number, windowMs: number } | false
+  /** `realtime:auth` per minute, refilled evenly (one every 60 / n s). */
+  refreshesPerMinute: number
+}
+
+/**
+ * The `realtime:auth` budget of one socket: `max` refreshes at once, one more every
+ * `60 / max` seconds. A client that refreshes when told (once per token) never comes near it,
+ * and one that ran it dry gets its next refresh within seconds, well inside the refresh grace.
+ * Built at a socket's first refresh: most sockets never need one.
+ */
+class RefreshBudget {
+  readonly #max: number
+  readonly #refillMs: number
+  #left: number
+  #refilledAt: number
+
+  constructor (max: number, now: number) {
+    this.#max = max
+    this.#refillMs = 60_000 / max
+    this.#left = max
+    this.#refilledAt = now
+  }
+
+  /** Takes one refresh; false when none is left. */
+  take (now: number): boolean {
+    const earned = Math.floor((now - this.#refilledAt) / this.#refillMs)
+    if (earned > 0) {
+      this.#left = Math.min(this.#max, this.#left + earned)
+      this.#refilledAt += earned * this.#refillMs
+    }
+    if (this.#left === 0) return false
+    if (this.#left === this.#max) this.#refilledAt = now
+    this.#left--
+    return true
+  }
+
+  /** Seconds until the next refresh is earned. */
+  retryIn (now: number): number {
+    return Math.ceil((this.#refillMs - (now - this.#refilledAt)) / 1000)
+  }
+}
+
 /**
  * One middleware per socket, ahead of the app's own: it caps client-to-server events in fixed
- * windows (an event over the cap is dropped and, when it carries an ack, answered with
- * RATE_LIMITED) and answers the protocol's events (`routes`, by name), which never reach the
- * app's listeners. `realtime:auth` is never capped: a client over its cap must still be able to
- * refresh its token. `rate` false: no cap.
+ * windows and answers the protocol's events (`routes`, by name), which never reach the app's
+ * listeners. `realtime:auth` is outside that cap (a client over it must still be able to refresh
+ * its token) and has a budget of its own (RefreshBudget), so a flood of refreshes costs at most
+ * that many token checks and `auth.user` lookups.
+ *
+ * An event over either limit is dropped. The first one refused carries a RATE_LIMITED ack; the
+ * others get no answer until an event is let through again: answering each would make a flood
+ * of small events a larger flood of acks queued for the sender.
  */
-export function routeEvents (socket: RealtimeSocket, rate: { max: number, windowMs: number } | false, routes: Readonly<Record<string, EventRoute>>): void {
+export function routeEvents (
+  socket: RealtimeSocket,
+  limits: EventLimits,
+  routes: Readonly<Record<string, EventRoute>>,
+  clock: RealtimeClock,
+  onLimited: (event: string) => void = () => {}
+): void {
+  const { rate } = limits
   let count = 0
   let windowEnds = 0
+  let budget: RefreshBudget | undefined
+  /** A RATE_LIMITED ack went out in this window (for a refresh: since the last one let through). */
+  let told = false
+  let refreshTold = false
   socket.use((packet, next) => {
     const event = packet[0] as string
     const route = Object.hasOwn(routes, event) ? routes[event] : undefined
     const ack = packet.length > 1 ? packet[packet.length - 1] : undefined
-    if (rate !== false && event !== EVENT_AUTH) {
-      const now = Date.now()
+    if (event === EVENT_AUTH) {
+      const now = clock.now()
+      budget ??= new RefreshBudget(limits.refreshesPerMinute, now)
+      if (!budget.take(now)) {
+        onLimited(event)
+        if (!refreshTold && typeof ack === 'function') {
+          refreshTold = true
+          ack(ackError('RATE_LIMITED', `Too many token refreshes; try again in ${budget.retryIn(now)} s`))
+        }
+        return
+      }
+      refreshTold = false
+    } else if (rate !== false) {
+      const now = clock.now()
       if (now >= windowEnds) {
         count = 0
         windowEnds = now + rate.windowMs
+        told = false
       }
       if (++count > rate.max) {
-        const retryIn = Math.ceil((windowEnds - now) / 1000)
-        reply(ack, ackError('RATE_LIMITED', `Too many events; try again in ${retryIn} s`))
+        onLimited(event)
+        if (!told && typeof ack === 'function') {
+          told = true
+          ack(ackError('RATE_LIMITED', `Too many events; try again in ${Math.ceil((windowEnds - now) / 1000)} s`))
+        }
         return
       }
     }
@@ -40,93 +119,75 @@ export function routeEvents (socket: RealtimeSocket, rate: { max: number, window
   })
 }
 
-/** The part of an engine.io connection these limits read. */
-interface EngineConnection {
-  remoteAddress: string
-  writeBuffer: Array<{ data?: unknown }>
-  transport?: { socket?: { bufferedAmount?: unknown } }
-  on: (event: 'close', listener: (this: EngineConnection) => void) => void
-  close: (discard?: boolean) => void
-}
-
 /**
- * Transports per client address that are open but not yet authenticated. A flood of idle or
- * slow handshakes from one address is refused at the HTTP level once `max` are pending; each
- * one is released when a namespace handshake on it succeeds or the transport closes (Socket.IO
- * closes one that has not connected a namespace within `connectTimeout`). A refused CONNECT
- * keeps its place.
+ * Sockets per user on each namespace of this node, capped at `max` (false: no cap). A handshake
+ * takes a place once its user is known (`take`, refused with LIMIT when none is left) and gives
+ * it back when it is refused later on (`release`); an admitted one hands its place to the socket
+ * at `connection` (`connected`), which keeps it until it disconnects. A socket that an app's
+ * middleware holds past the next turn connects without a reserved place: it takes one then, and
+ * is disconnected when that goes past the cap, so the bound holds either way.
  */
-export class HandshakeGuard {
+export class UserConnections {
   readonly #max: number | false
-  readonly #pending = new Map<string, number>()
-  readonly #open = new WeakSet<object>()
-  /** Namespaces with a handshake running, per transport (nearly always just `/`): a second CONNECT meanwhile is refused. */
-  readonly #running = new WeakMap<object, string | Set<string>>()
+  readonly #log: FastifyBaseLogger
+  /** Places taken per user id, by namespace (a namespace cleaned up takes its counts along). */
+  readonly #places = new WeakMap<object, Map<string, number>>()
+  /** Admitted sockets whose place waits for their `connection`. */
+  readonly #reserved = new WeakSet<RealtimeSocket>()
+  /** Shared by every socket (`this` is the socket): no closure per connection. */
+  readonly #onDisconnect: (this: RealtimeSocket) => void
 
-  /** One listener for every transport (`this` is the transport): no closure per connection. */
-  readonly #onClose: (this: EngineConnection) => void
-
-  constructor (max: number | false) {
+  constructor (max: number | false, log: FastifyBaseLogger) {
     this.#max = max
-    const guard = this
-    this.#onClose = function onClose () { guard.authenticated(this) }
+    this.#log = log
+    const limit = this
+    this.#onDisconnect = function onDisconnect () { limit.release(this) }
   }
 
-  /** False when `address` is at its cap (for `allowRequest`). */
-  admits (address: string | undefined): boolean {
-    return this.#max === false || address === undefined || (this.#pending.get(address) ?? 0) < this.#max
-  }
-
-  /** Counts a new transport (engine.io `connection`). */
-  opened (conn: EngineConnection): void {
-    if (this.#max === false) return
-    const address = conn.remoteAddress
-    this.#pending.set(address, (this.#pending.get(address) ?? 0) + 1)
-    this.#open.add(conn)
-    conn.on('close', this.#onClose)
-  }
-
-  /** Releases the transport's place; later calls for it do nothing. */
-  authenticated (conn: { remoteAddress: string }): void {
-    if (!this.#open.has(conn)) return
-    this.#open.delete(conn)
-    const address = conn.remoteAddress
-    const left = (this.#pending.get(address) ?? 1) - 1
-    if (left <= 0) this.#pending.delete(address)
-    else this.#pending.set(address, left)
-  }
-
-  /** Marks a namespace handshake as running on `conn`; false when one already is. */
-  begin (conn: object, namespace: string): boolean {
-    const running = this.#running.get(conn)
-    if (running === undefined) {
-      this.#running.set(conn, namespace)
-      return true
-    }
-    if (running === namespace || (typeof running !== 'string' && running.has(namespace))) return false
-    if (typeof running === 'string') this.#running.set(conn, new Set([running, namespace]))
-    else running.add(namespace)
+  /** Takes a place for the socket's user (`socket.data.userId`); false when the user holds every one. */
+  take (socket: RealtimeSocket): boolean {
+    if (this.#max === false) return true
+    const places = this.#placesOf(socket)
+    const taken = places.get(socket.data.userId) ?? 0
+    if (taken >= this.#max) return false
+    places.set(socket.data.userId, taken + 1)
     return true
   }
 
-  end (conn: object, namespace: string): void {
-    const running = this.#running.get(conn)
-    if (running === undefined) return
-    if (running === namespace) {
-      this.#running.delete(conn)
+  /** The handshake let the socket in: its place is kept for its `connection`, at most until the next turn. */
+  admitted (socket: RealtimeSocket): void {
+    if (this.#max === false) return
+    this.#reserved.add(socket)
+    setImmediate(() => {
+      if (this.#reserved.delete(socket)) this.release(socket)
+    })
+  }
+
+  /** A socket connected: it keeps its place until it disconnects. */
+  connected (socket: RealtimeSocket): void {
+    if (this.#max === false) return
+    if (!this.#reserved.delete(socket) && !this.take(socket)) {
+      this.#log.warn({ userId: cut(socket.data.userId), max: this.#max }, 'fastify-realtime: a socket connected past limits.connectionsPerUser; disconnected')
+      socket.disconnect(true)
       return
     }
-    if (typeof running === 'string') return
-    running.delete(namespace)
-    if (running.size === 0) this.#running.delete(conn)
+    socket.on('disconnect', this.#onDisconnect)
   }
-}
 
-function byteLength (data: unknown): number {
-  if (typeof data === 'string') return data.length
-  if (data instanceof ArrayBuffer) return data.byteLength
-  if (ArrayBuffer.isView(data)) return data.byteLength
-  return 0
+  /** Gives the socket's place back. */
+  release (socket: RealtimeSocket): void {
+    if (this.#max === false) return
+    const places = this.#placesOf(socket)
+    const left = (places.get(socket.data.userId) ?? 1) - 1
+    if (left <= 0) places.delete(socket.data.userId)
+    else places.set(socket.data.userId, left)
+  }
+
+  #placesOf (socket: RealtimeSocket): Map<string, number> {
+    let places = this.#places.get(socket.nsp)
+    if (places === undefined) this.#places.set(socket.nsp, places = new Map())
+    return places
+  }
 }
 
 /**
@@ -138,19 +199,14 @@ function byteLength (data: unknown): number {
 export class SendBufferWatch {
   readonly #timer: NodeJS.Timeout
 
-  constructor (io: RealtimeServer, maxBytes: number, log: FastifyBaseLogger) {
+  constructor (io: RealtimeServer, maxBytes: number, log: FastifyBaseLogger, onClosed: () => void = () => {}) {
+    const warn = rateLimitedWarn(log)
     this.#timer = setInterval(() => {
-      const { clients } = io.engine as unknown as { clients: Record<string, EngineConnection> }
-      for (const id in clients) {
-        const conn = clients[id]!
-        const ws = conn.transport?.socket?.bufferedAmount
-        let queued = typeof ws === 'number' ? ws : 0
-        for (const packet of conn.writeBuffer) {
-          queued += byteLength(packet.data)
-          if (queued > maxBytes) break
-        }
+      for (const conn of transports(io)) {
+        const queued = queuedBytes(conn, maxBytes)
         if (queued <= maxBytes) continue
-        log.warn({ address: conn.remoteAddress, queued, maxBytes }, 'fastify-realtime: closing the transport of a client that does not keep up')
+        warn({ address: conn.remoteAddress, queued, maxBytes }, 'fastify-realtime: closing the transport of a client that does not keep up')
+        onClosed()
         // discard: a plain close would wait for a drain that never comes
         conn.close(true)
       }

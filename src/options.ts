@@ -1,13 +1,17 @@
+import type { RouteShorthandOptions } from 'fastify'
 import type { ServerOptions } from 'socket.io'
 import { Type } from 'typebox'
 import { Compile, type Validator } from 'typebox/compile'
 import type { TSchema } from 'typebox'
+import { systemClock, type RealtimeClock } from './clock.js'
 import { FST_REALTIME_INVALID_OPTION } from './errors.js'
 import type { HistoryStore } from './history/store.js'
 import type {
   FastifyRealtimeOptions,
   RealtimeAuthOptions,
   RealtimeClaims,
+  RealtimeHooks,
+  RealtimeMetricsRegistry,
   RealtimeSocket,
   RealtimeUser,
   RealtimeVerifyOptions
@@ -50,22 +54,55 @@ const OptionsSchema = Type.Object({
   ])),
   health: Type.Optional(Type.Union([
     Type.Literal(false),
-    Type.Object({ path: Type.Optional(Type.String({ pattern: '^/' })) }, Strict)
+    Type.Object({
+      path: Type.Optional(Type.String({ pattern: '^/' })),
+      routeOptions: Type.Optional(Type.Object({})),
+      cacheMs: Type.Optional(NonNegativeInt),
+      details: Type.Optional(Type.Boolean())
+    }, Strict)
   ])),
+  metrics: Type.Optional(Type.Union([
+    Type.Boolean(),
+    Type.Object({
+      // checked by hand: a prom-client Registry
+      registry: Type.Optional(Type.Unknown()),
+      prefix: Type.Optional(Type.String({ pattern: '^[a-zA-Z_:][a-zA-Z0-9_:]*$' }))
+    }, Strict)
+  ])),
+  hooks: Type.Optional(Type.Object({
+    connect: Type.Optional(Fn),
+    disconnect: Type.Optional(Fn),
+    subscribe: Type.Optional(Fn),
+    unsubscribe: Type.Optional(Fn)
+  }, Strict)),
   rateLimit: Type.Optional(Type.Union([
     Type.Literal(false),
     Type.Object({ max: Type.Optional(PositiveInt), windowMs: Type.Optional(PositiveInt) }, Strict)
   ])),
   limits: Type.Optional(Type.Object({
     scopesPerSocket: Type.Optional(PositiveInt),
+    refreshesPerMinute: Type.Optional(PositiveInt),
+    binaryAttachments: Type.Optional(NonNegativeInt),
+    connectionsPerUser: Type.Optional(Type.Union([Type.Literal(false), PositiveInt])),
+    idempotencyKeys: Type.Optional(PositiveInt),
     handshakesPerAddress: Type.Optional(Type.Union([Type.Literal(false), PositiveInt])),
     sendBufferBytes: Type.Optional(Type.Union([Type.Literal(false), PositiveInt]))
   }, Strict)),
   clusterTimeoutMs: Type.Optional(PositiveInt),
+  presence: Type.Optional(Type.Union([
+    Type.Boolean(),
+    Type.Object({
+      kinds: Type.Optional(Type.Array(Type.String({ pattern: '^[a-z][a-z0-9_-]{0,31}$' }), { minItems: 1 })),
+      user: Type.Optional(Fn),
+      maxListed: Type.Optional(Type.Integer({ minimum: 0, maximum: 10_000 })),
+      intervalMs: Type.Optional(Type.Integer({ minimum: 10, maximum: 60_000 }))
+    }, Strict)
+  ])),
   cluster: Type.Optional(Type.Object({ heartbeatMs: Type.Optional(PositiveInt), nodeTtlMs: Type.Optional(PositiveInt) }, Strict)),
   events: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Type.Object({}))),
   io: Type.Optional(Type.Object({})),
-  preClose: Type.Optional(Fn)
+  preClose: Type.Optional(Fn),
+  clock: Type.Optional(Type.Object({ now: Fn, setTimeout: Fn, clearTimeout: Fn }))
 }, Strict)
 
 const checkOptions = Compile(OptionsSchema)
@@ -86,14 +123,35 @@ export interface NormalizedOptions {
   canSubscribe: ((user: RealtimeUser, scope: string) => Lookup<boolean>) | null
   history: false | { store: 'memory' | 'redis' | HistoryStore, ttl: number, max: number }
   redis: NonNullable<FastifyRealtimeOptions['redis']> | null
-  health: false | { path: string }
+  health: false | { path: string, routeOptions: RouteShorthandOptions, cacheMs: number, details: boolean }
+  metrics: false | { registry: RealtimeMetricsRegistry | null, prefix: string }
+  hooks: RealtimeHooks
   rateLimit: false | { max: number, windowMs: number }
-  limits: { scopesPerSocket: number, handshakesPerAddress: number | false, sendBufferBytes: number | false }
+  limits: {
+    scopesPerSocket: number
+    refreshesPerMinute: number
+    binaryAttachments: number
+    connectionsPerUser: number | false
+    idempotencyKeys: number
+    handshakesPerAddress: number | false
+    sendBufferBytes: number | false
+  }
   clusterTimeoutMs: number
   cluster: { heartbeatMs: number, nodeTtlMs: number }
+  presence: false | NormalizedPresence
   events: Map<string, Validator>
-  io: Partial<ServerOptions>
+  io: Partial<ServerOptions> & { connectTimeout: number }
   preClose: ((done: () => void) => void) | null
+  clock: RealtimeClock
+}
+
+/** The `presence` option after defaults. */
+export interface NormalizedPresence {
+  /** Kinds tracked; null: every kind but `user`. */
+  kinds: ReadonlySet<string> | null
+  user: (user: RealtimeUser) => unknown
+  maxListed: number
+  intervalMs: number
 }
 
 function fail (path: string, message: string): never {
@@ -104,6 +162,19 @@ const defaultUser = (claims: RealtimeClaims): RealtimeUser | null =>
   claims.sub === undefined ? null : { ...claims, id: claims.sub }
 
 const noRooms = (): string[] => []
+
+const presenceOfId = (user: RealtimeUser): { id: RealtimeUser['id'] } => ({ id: user.id })
+
+function presenceOptions (value: FastifyRealtimeOptions['presence']): NormalizedOptions['presence'] {
+  if (value === undefined || value === false) return false
+  const opts = value === true ? {} : value
+  return {
+    kinds: opts.kinds === undefined ? null : new Set(opts.kinds),
+    user: opts.user ?? presenceOfId,
+    maxListed: opts.maxListed ?? 100,
+    intervalMs: opts.intervalMs ?? 1000
+  }
+}
 
 function checkSecret (secret: unknown): void {
   if (secret === undefined || typeof secret === 'function') return
@@ -126,20 +197,52 @@ function isStore (value: unknown): value is HistoryStore {
     typeof store.position === 'function'
 }
 
-function checkCors (io: Partial<ServerOptions>): void {
-  const cors = io.cors as { origin?: unknown, credentials?: unknown } | undefined
-  if (cors === undefined || cors === null) return
-  if (cors.credentials === true && (cors.origin === '*' || (Array.isArray(cors.origin) && cors.origin.includes('*')))) {
-    fail('io.cors', "origin '*' together with credentials: true lets any site act as the user; list the allowed origins")
+/** Origins no app means to allow: a `cors.origin` RegExp that matches them matches any site. */
+const UNRELATED_ORIGINS = ['https://fastify-realtime-probe.invalid', 'null']
+
+/** How `origin` lets any site in, in words; null when it names the sites it allows. */
+function anyOrigin (origin: unknown): string | null {
+  if (origin === undefined) return 'no origin (the cors default, any site)'
+  if (origin === true || origin === '*') return `origin ${String(origin)}`
+  if (typeof origin === 'function') return 'a function origin (what it answers cannot be checked at register)'
+  if (origin instanceof RegExp && UNRELATED_ORIGINS.some((probe) => {
+    origin.lastIndex = 0
+    return origin.test(probe)
+  })) return `origin ${String(origin)} (it matches any site)`
+  if (Array.isArray(origin)) {
+    for (const one of origin) {
+      const why = one === undefined ? null : anyOrigin(one)
+      if (why !== null) return why
+    }
   }
+  return null
+}
+
+/**
+ * Refuses a CORS setup that lets any site send the user's credentials (cookies, HTTP auth):
+ * `credentials: true` with an origin that reflects any site, unless the app says
+ * `allowAnyOriginWithCredentials: true`. Returns `io` without that plugin-only key.
+ */
+function checkCors (io: NormalizedOptions['io']): NormalizedOptions['io'] {
+  const cors = io.cors as { origin?: unknown, credentials?: unknown, allowAnyOriginWithCredentials?: unknown } | undefined
+  if (cors === undefined || cors === null || typeof cors !== 'object') return io
+  const { allowAnyOriginWithCredentials: optIn, ...rest } = cors
+  if (optIn !== undefined && typeof optIn !== 'boolean') fail('io.cors.allowAnyOriginWithCredentials', 'must be a boolean')
+  const why = rest.credentials === true && optIn !== true ? anyOrigin(rest.origin) : null
+  if (why !== null) {
+    fail('io.cors.origin', `${why} together with credentials: true lets any site act as the user; list the allowed origins, or set io.cors.allowAnyOriginWithCredentials: true if that is what you mean`)
+  }
+  return optIn === undefined ? io : { ...io, cors: rest as ServerOptions['cors'] }
 }
 
 /** What a union-typed option accepts, for the message when a value fits none of its forms. */
 const FORMS: Record<string, string> = {
   history: 'false or { store, ttl, max }',
   redis: 'true, a Redis URL or ioredis options',
-  health: 'false or { path }',
-  rateLimit: 'false or { max, windowMs }'
+  health: 'false or { path, routeOptions, cacheMs, details }',
+  metrics: 'true, false or { registry, prefix }',
+  rateLimit: 'false or { max, windowMs }',
+  presence: 'true, false or { kinds, user, maxListed, intervalMs }'
 }
 
 interface SchemaError {
@@ -171,6 +274,18 @@ function report (errors: SchemaError[]): never {
   fail(path || '(root)', deepest.message)
 }
 
+function metricsOptions (metrics: FastifyRealtimeOptions['metrics']): NormalizedOptions['metrics'] {
+  if (metrics === undefined || metrics === false) return false
+  const registry = metrics === true ? undefined : metrics.registry
+  if (registry !== undefined) {
+    const r = registry as Partial<RealtimeMetricsRegistry> | null
+    if (typeof r?.registerMetric !== 'function' || typeof r.getSingleMetric !== 'function' || typeof r.removeSingleMetric !== 'function') {
+      fail('metrics.registry', 'must be a prom-client Registry')
+    }
+  }
+  return { registry: registry ?? null, prefix: (metrics === true ? undefined : metrics.prefix) ?? 'realtime_' }
+}
+
 /** Validates `options` once and returns a new, normalised object. Throws FST_REALTIME_INVALID_OPTION. */
 export function normalizeOptions (options: FastifyRealtimeOptions | undefined): NormalizedOptions {
   const opts = options ?? {}
@@ -200,9 +315,13 @@ export function normalizeOptions (options: FastifyRealtimeOptions | undefined): 
     }
   }
 
-  // unauthenticated transports are dropped after 10 s instead of Socket.IO's 45 s
-  const io: Partial<ServerOptions> = { connectTimeout: 10_000, ...opts.io }
-  checkCors(io)
+  // unauthenticated transports are dropped after 10 s instead of Socket.IO's 45 s; dynamic
+  // namespaces are created before any middleware runs, so without the clean-up every refused
+  // CONNECT to a new name would leave one behind
+  const io = checkCors({ connectTimeout: 10_000, cleanupEmptyChildNamespaces: true, ...opts.io as Partial<ServerOptions> })
+  if (io.parser !== undefined && opts.limits?.binaryAttachments !== undefined) {
+    fail('limits.binaryAttachments', "applies to Socket.IO's own parser; with io.parser, that parser decides what it accepts")
+  }
   if (io.connectionStateRecovery !== undefined) {
     fail('io.connectionStateRecovery', 'is not supported: it skips authentication on recovery and does not work with the Redis adapter; catch-up with since replaces it')
   }
@@ -223,19 +342,34 @@ export function normalizeOptions (options: FastifyRealtimeOptions | undefined): 
     canSubscribe: opts.canSubscribe ?? null,
     history,
     redis: opts.redis ?? null,
-    health: opts.health === false ? false : { path: opts.health?.path ?? '/health/realtime' },
+    health: opts.health === false
+      ? false
+      : {
+          path: opts.health?.path ?? '/health/realtime',
+          routeOptions: { ...opts.health?.routeOptions },
+          cacheMs: opts.health?.cacheMs ?? 1000,
+          details: opts.health?.details ?? true
+        },
+    metrics: metricsOptions(opts.metrics),
+    hooks: { ...opts.hooks },
     rateLimit: opts.rateLimit === false
       ? false
       : { max: opts.rateLimit?.max ?? 100, windowMs: opts.rateLimit?.windowMs ?? 60_000 },
     limits: {
       scopesPerSocket: opts.limits?.scopesPerSocket ?? 100,
+      refreshesPerMinute: opts.limits?.refreshesPerMinute ?? 5,
+      binaryAttachments: opts.limits?.binaryAttachments ?? 0,
+      connectionsPerUser: opts.limits?.connectionsPerUser ?? 20,
+      idempotencyKeys: opts.limits?.idempotencyKeys ?? 10_000,
       handshakesPerAddress: opts.limits?.handshakesPerAddress ?? 256,
       sendBufferBytes: opts.limits?.sendBufferBytes ?? 8 * 1024 * 1024
     },
     clusterTimeoutMs: opts.clusterTimeoutMs ?? 5000,
     cluster,
+    presence: presenceOptions(opts.presence),
     events,
     io,
-    preClose: opts.preClose ?? null
+    preClose: opts.preClose ?? null,
+    clock: opts.clock ?? systemClock
   }
 }

@@ -1,4 +1,4 @@
-/** Wire-level names and codes shared by the server and the bundled client. */
+/** The wire protocol both sides import: event names, codes and message shapes (the client never imports the server). */
 
 export const EVENT_READY = 'realtime:ready'
 export const EVENT_RESYNC = 'realtime:resync'
@@ -7,6 +7,9 @@ export const EVENT_SUBSCRIBE = 'realtime:subscribe'
 export const EVENT_UNSUBSCRIBE = 'realtime:unsubscribe'
 export const EVENT_AUTH = 'realtime:auth'
 export const EVENT_SKIP = 'realtime:skip'
+export const EVENT_REVOKED = 'realtime:revoked'
+export const EVENT_PRESENCE = 'realtime:presence'
+export const EVENT_PRESENCE_DIFF = 'realtime:presence_diff'
 
 /** Every name in this namespace belongs to the protocol; `broadcast` refuses it. */
 export const RESERVED_PREFIX = 'realtime:'
@@ -29,6 +32,7 @@ export type ConnectErrorCode =
   | 'AUTH_EXPIRED'
   | 'USER_REJECTED'
   | 'UNAVAILABLE'
+  | 'LIMIT'
 
 /** `error.code` in a negative ack. */
 export type AckErrorCode =
@@ -40,6 +44,7 @@ export type AckErrorCode =
   | 'AUTH_INVALID'
   | 'USER_REJECTED'
   | 'BAD_REQUEST'
+  | 'AUTH_EXPIRED'
 
 /** Why a scope's missed events cannot be replayed. */
 export type ResyncReason = 'gap' | 'epoch' | 'unavailable'
@@ -83,4 +88,157 @@ export function isPosition (value: unknown): value is Position {
   const { seq, epoch } = value as Record<string, unknown>
   return Number.isSafeInteger(seq) && (seq as number) >= 0 &&
     typeof epoch === 'string' && epoch.length > 0 && epoch.length <= 128
+}
+
+// --- events and messages -------------------------------------------------------------
+
+/**
+ * Event names and payload types checked by `broadcast` (and the client's `on`). Extend it:
+ *
+ * @example
+ * declare module 'fastify-realtime' {
+ *   interface RealtimeEvents { 'incident:created': { id: string, title: string } }
+ * }
+ */
+export interface RealtimeEvents {}
+
+/** Event names `broadcast` accepts: any string until `RealtimeEvents` declares some. */
+export type RealtimeEventName = [keyof RealtimeEvents] extends [never]
+  ? string
+  : Extract<keyof RealtimeEvents, string>
+
+/** The payload type of `event`. */
+export type RealtimePayload<E extends string> = E extends keyof RealtimeEvents
+  ? RealtimeEvents[E]
+  : unknown
+
+/** A value JSON can carry as it is. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue }
+
+/**
+ * Who did it (`broadcast`'s `opts.by`, the event's `meta.by`): a user id, or a small JSON object
+ * for the UI, such as `{ id: 'u7', name: 'Jane' }`; at most 1 KB as JSON.
+ */
+export type EventActor = string | number | { [key: string]: JsonValue }
+
+/** Second argument of every delivered event. */
+export interface EventMeta {
+  /** Unique event id. */
+  id: string
+  scope: string
+  /** Place in the scope's log; absent for `volatile` events and with `history: false`. */
+  seq?: number
+  /** Generation of the scope's log; absent when `seq` is. */
+  epoch?: string
+  /** Milliseconds since the Unix epoch, when `broadcast` was called. */
+  at: number
+  /** Who did it, as given in `opts.by`. */
+  by?: EventActor
+  /** Present (true) on events replayed from the log after a reconnect or subscribe. */
+  replayed?: true
+}
+
+/** Sent as `realtime:ready`. */
+export interface ReadyMessage {
+  userId: string
+  scopes: string[]
+  positions: Record<string, Position>
+}
+
+/**
+ * Sent as `realtime:skip`: `seq` of `scope` carries nothing for this socket (it was left out
+ * with `except`, or the event could not be encoded). The position moves on; nothing is missed.
+ */
+export interface SkipMessage {
+  scope: string
+  seq: number
+  epoch: string
+}
+
+/**
+ * Sent as `realtime:revoked`: the socket was taken out of `scope`, because the token it refreshed
+ * to (or the user `auth.user` now returns) is no longer granted it. Nothing more of the scope
+ * comes; a subscribe to it is refused until it is granted again.
+ */
+export interface RevokedMessage {
+  scope: string
+}
+
+/** Sent as `realtime:resync`. */
+export interface ResyncMessage {
+  scope: string
+  reason: ResyncReason
+}
+
+// --- presence -------------------------------------------------------------------------
+
+/**
+ * What others see of a present user: what the `presence.user(user)` option returns (by default
+ * `{ id }`). Declare its shape to type it on both sides:
+ *
+ * @example
+ * declare module 'fastify-realtime' {
+ *   interface RealtimePresenceInfo { id: string, name: string }
+ * }
+ */
+export interface RealtimePresenceInfo {}
+
+/** `RealtimePresenceInfo` once declared; a JSON object until then. */
+export type PresenceInfo = [keyof RealtimePresenceInfo] extends [never]
+  ? Record<string, unknown>
+  : RealtimePresenceInfo
+
+/** One user present in a scope, as a snapshot lists them. */
+export interface PresenceUser {
+  userId: string
+  /** What `presence.user(user)` returned for them. */
+  info: PresenceInfo
+  /** Their sockets in the scope, on every node (tabs, devices). */
+  connections: number
+  /** When they became present (ms since the Unix epoch), by the presence store's clock. */
+  since: number
+}
+
+/** Who is in a scope: `fastify.realtime.presence(scope)`, and the ack of `realtime:presence`. */
+export interface PresenceSnapshot {
+  scope: string
+  /** Every present user, listed or not. */
+  count: number
+  /** At most `presence.maxListed` of them, longest present first. */
+  users: PresenceUser[]
+  /** True when `users` does not list everyone. */
+  truncated: boolean
+}
+
+/** The ack of `realtime:presence`: a snapshot and the version the next diff follows. */
+export interface PresenceAnswer extends PresenceSnapshot {
+  ok: true
+  /** The diff with `version + 1` is the next one that applies to this snapshot. */
+  version: number
+}
+
+/** A user who joined a scope, in a `realtime:presence_diff`. */
+export interface PresenceJoin {
+  userId: string
+  info: PresenceInfo
+  since: number
+}
+
+/**
+ * Sent as `realtime:presence_diff` to a scope's members: who joined and who left since the
+ * previous diff (coalesced, at most one per `presence.intervalMs` per node).
+ */
+export interface PresenceDiff {
+  scope: string
+  /** At most `presence.maxListed`; `count` is always exact. */
+  joins: PresenceJoin[]
+  leaves: string[]
+  count: number
+  /**
+   * One more than the scope's previous diff: a diff applies to the list whose version is
+   * `version - 1`. A diff with `fromEmpty` applies to an empty list of any lower version.
+   */
+  version: number
+  /** Present when the scope was empty before this diff (its versions then start above every earlier one). */
+  fromEmpty?: true
 }

@@ -2,6 +2,7 @@ import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
 import { Redis, type RedisOptions } from 'ioredis'
 import { FST_REALTIME_INVALID_OPTION, FST_REALTIME_REDIS_UNAVAILABLE } from './errors.js'
 import type { FastifyRealtimeOptions } from './types.js'
+import { routeSubscriptions, writable, type RedisCall, type SubscribeMethod } from './internals.js'
 import { withTimeout } from './util.js'
 
 /**
@@ -83,6 +84,39 @@ export async function connectRedis (
   return client
 }
 
+/** The plugin's own two connections: `pub` for commands and publishes, `sub` for the adapter's subscriptions. */
+export interface RedisPair {
+  pub: Redis
+  sub: Redis
+  /** Closes both, without waiting on a Redis that is gone. */
+  close: () => Promise<void>
+}
+
+/**
+ * Opens both connections and runs `use` with them (wiring the store and the cluster); when
+ * either step fails, whatever was opened is closed again before the error is thrown.
+ */
+export async function connectPair (
+  fastify: FastifyInstance,
+  spec: NonNullable<FastifyRealtimeOptions['redis']>,
+  log: FastifyBaseLogger,
+  timeoutMs: number,
+  use: (pair: RedisPair) => Promise<void>
+): Promise<RedisPair> {
+  const opened: Redis[] = []
+  const close = async (): Promise<void> => { await Promise.all(opened.map(closeRedis)) }
+  try {
+    opened.push(await connectRedis(fastify, spec, log, timeoutMs))
+    opened.push(await connectRedis(fastify, spec, log, timeoutMs))
+    const pair: RedisPair = { pub: opened[0]!, sub: opened[1]!, close }
+    await use(pair)
+    return pair
+  } catch (err) {
+    await close()
+    throw err
+  }
+}
+
 /** Closes a connection the plugin opened, without waiting on a Redis that is gone. */
 export async function closeRedis (client: Redis): Promise<void> {
   try {
@@ -91,5 +125,105 @@ export async function closeRedis (client: Redis): Promise<void> {
     // gone already: disconnect below is all that is left to do
   } finally {
     client.disconnect()
+  }
+}
+
+function namesOf (args: unknown[]): string[] {
+  const names: string[] = []
+  for (const arg of args.flat()) {
+    if (typeof arg === 'string') names.push(arg)
+    else if (Buffer.isBuffer(arg)) names.push(arg.toString())
+  }
+  return names
+}
+
+/**
+ * The subscriber connection's subscriptions. Every (p)subscribe and (p)unsubscribe the adapter
+ * makes goes through here: a refusal (while Redis is away the plugin's connections have no offline
+ * queue, so they fail at once) is logged instead of becoming an unhandled rejection, and whatever
+ * is still wanted is subscribed again once the connection is back, including what failed during
+ * the outage (ioredis would restore only what had succeeded).
+ */
+export class Subscriptions {
+  readonly #sub: Redis
+  readonly #log: FastifyBaseLogger
+  readonly #onRestored: () => void
+  readonly #original: Record<SubscribeMethod, RedisCall>
+  readonly #wanted: Record<'subscribe' | 'psubscribe', Set<string>> = { subscribe: new Set(), psubscribe: new Set() }
+  readonly #pending = new Set<Promise<boolean>>()
+  // Redis may lack something wanted: the connection dropped, or a subscribe failed
+  #stale = false
+  #restoring = false
+  #closed = false
+  readonly #onClose = (): void => { this.#stale = true }
+  readonly #onReady = (): void => { this.restore() }
+
+  constructor (sub: Redis, log: FastifyBaseLogger, onRestored: () => void) {
+    this.#sub = sub
+    this.#log = log
+    this.#onRestored = onRestored
+    this.#original = routeSubscriptions(sub, async (method, args) => {
+      const names = namesOf(args)
+      if (method === 'subscribe' || method === 'psubscribe') {
+        for (const name of names) this.#wanted[method].add(name)
+      } else {
+        const wanted = this.#wanted[method === 'unsubscribe' ? 'subscribe' : 'psubscribe']
+        if (names.length === 0) wanted.clear()
+        for (const name of names) wanted.delete(name)
+      }
+      return await this.#call(method, args)
+    })
+    sub.on('close', this.#onClose)
+    sub.on('ready', this.#onReady)
+  }
+
+  /** True when the connection is up with every wanted channel subscribed. */
+  get current (): boolean {
+    return !this.#stale && !this.#restoring && writable(this.#sub)
+  }
+
+  /** Resolves once every call made so far has settled: true when nothing wanted is missing. */
+  async settled (): Promise<boolean> {
+    await Promise.all([...this.#pending])
+    return !this.#stale
+  }
+
+  /** Subscribes again to everything wanted, when something is missing and the connection is up. */
+  restore (): void {
+    if (this.#closed || !this.#stale || this.#restoring || !writable(this.#sub)) return
+    this.#restoring = true
+    // cleared first: a drop or a refusal during the restore marks it stale again for the next one
+    this.#stale = false
+    const calls = (['subscribe', 'psubscribe'] as const)
+      .filter((method) => this.#wanted[method].size > 0)
+      .map(async (method) => await this.#call(method, [[...this.#wanted[method]]]))
+    Promise.all(calls).then((results) => {
+      this.#restoring = false
+      if (this.#closed) return
+      if (!results.every(Boolean)) {
+        this.#stale = true
+        return
+      }
+      if (this.#stale) return
+      this.#log.info('fastify-realtime: cluster channels subscribed again')
+      this.#onRestored()
+    })
+  }
+
+  close (): void {
+    this.#closed = true
+    this.#sub.off('close', this.#onClose)
+    this.#sub.off('ready', this.#onReady)
+  }
+
+  async #call (method: SubscribeMethod, args: unknown[]): Promise<boolean> {
+    const done = this.#original[method](...args).then(() => true, (err: Error) => {
+      if (method === 'subscribe' || method === 'psubscribe') this.#stale = true
+      this.#log.debug({ err }, `fastify-realtime: Redis ${method} failed; subscriptions are restored once Redis is back`)
+      return false
+    })
+    this.#pending.add(done)
+    done.then(() => this.#pending.delete(done), () => {})
+    return await done
   }
 }

@@ -1,18 +1,33 @@
+import type { RouteShorthandOptions } from 'fastify'
 import type { RedisOptions } from 'ioredis'
 import type { Server, ServerOptions, Socket } from 'socket.io'
 import type { TSchema } from 'typebox'
+import type { RealtimeClock } from './clock.js'
 import type { HistoryStore } from './history/store.js'
-import type { Position, ResyncReason } from './protocol.js'
+import type { EventActor, EventMeta, PresenceInfo, PresenceSnapshot, RealtimeEventName, RealtimePayload } from './protocol.js'
 
-/**
- * Event names and payload types checked by `broadcast` (and the client's `on`). Extend it:
- *
- * @example
- * declare module 'fastify-realtime' {
- *   interface RealtimeEvents { 'incident:created': { id: string, title: string } }
- * }
- */
-export interface RealtimeEvents {}
+// The wire's types live in protocol.ts, which the client imports too; re-exported here so that
+// `fastify-realtime` exports them and `declare module 'fastify-realtime'` augments the one
+// `RealtimeEvents` that both `broadcast` and the client's `on()` read.
+export type {
+  EventActor,
+  EventMeta,
+  JsonValue,
+  PresenceAnswer,
+  PresenceDiff,
+  PresenceInfo,
+  PresenceJoin,
+  PresenceSnapshot,
+  PresenceUser,
+  ReadyMessage,
+  RealtimeEventName,
+  RealtimeEvents,
+  RealtimePayload,
+  RealtimePresenceInfo,
+  ResyncMessage,
+  RevokedMessage,
+  SkipMessage
+} from './protocol.js'
 
 /**
  * The user `auth.user` returns, kept on `socket.data.user`. Extend it with your own fields:
@@ -34,33 +49,6 @@ export interface RealtimeClaims {
   [claim: string]: unknown
 }
 
-/** Event names `broadcast` accepts: any string until `RealtimeEvents` declares some. */
-export type RealtimeEventName = [keyof RealtimeEvents] extends [never]
-  ? string
-  : Extract<keyof RealtimeEvents, string>
-
-/** The payload type of `event`. */
-export type RealtimePayload<E extends string> = E extends keyof RealtimeEvents
-  ? RealtimeEvents[E]
-  : unknown
-
-/** Second argument of every delivered event. */
-export interface EventMeta {
-  /** Unique event id. */
-  id: string
-  scope: string
-  /** Place in the scope's log; absent for `volatile` events and with `history: false`. */
-  seq?: number
-  /** Generation of the scope's log; absent when `seq` is. */
-  epoch?: string
-  /** Milliseconds since the Unix epoch, when `broadcast` was called. */
-  at: number
-  /** Who did it, as given in `opts.by`. */
-  by?: string | number
-  /** Present (true) on events replayed from the log after a reconnect or subscribe. */
-  replayed?: true
-}
-
 /** What `broadcast` resolves with. */
 export interface BroadcastMeta extends EventMeta {
   /** Whether the event is in the history log (false: volatile, history off, or store down). */
@@ -68,13 +56,22 @@ export interface BroadcastMeta extends EventMeta {
 }
 
 export interface BroadcastOptions {
-  /** Who did it; delivered as `meta.by`. */
-  by?: string | number
+  /**
+   * Who did it; delivered as `meta.by`, stored and replayed with the event: a user id, or a
+   * small JSON object (at most 1 KB as JSON; an object typed with an `interface` needs a spread,
+   * `{ ...actor }`, to count as one).
+   * @example { by: { id: 'u7', name: 'Jane' } }
+   */
+  by?: EventActor
   /** Skip the history log: not replayed, no `seq`. @default false */
   volatile?: boolean
   /** A socket id that must not receive the event (usually the one that caused it). */
   except?: string
-  /** A repeated key within the history ttl is not broadcast again; the first meta is returned. */
+  /**
+   * A key repeated for the same scope within the history ttl is not broadcast again; the first
+   * call's meta is returned. Kept in Redis, for every node, with the Redis history store (or any
+   * store with `appendOnce`); otherwise per node (`limits.idempotencyKeys` of them at most).
+   */
   idempotencyKey?: string
 }
 
@@ -106,6 +103,16 @@ export interface RealtimeApi {
   /** Disconnects every socket of `userId` (they do not reconnect by themselves); handshakes in flight are refused. */
   disconnectUser: (userId: string | number) => Promise<void>
   stats: () => Promise<RealtimeStats>
+  /**
+   * Who is in `scope` right now, across every node: `{ scope, count, users, truncated }`, at most
+   * `presence.maxListed` users (longest present first), `count` always exact. Rejects with
+   * `FST_REALTIME_INVALID_SCOPE`, `FST_REALTIME_PRESENCE_UNTRACKED` (presence off, or a kind not in
+   * `presence.kinds`) or `FST_REALTIME_PRESENCE_UNAVAILABLE` (Redis did not answer).
+   *
+   * @example
+   * const { count, users } = await fastify.realtime.presence('team:42')
+   */
+  presence: (scope: string) => Promise<PresenceSnapshot>
   /** The history store in use, or null with `history: false`. */
   history: HistoryStore | null
 }
@@ -116,10 +123,30 @@ export interface RealtimeSocketData {
   claims: RealtimeClaims
   /** `user.id` as a string, the id in `user:<id>`. */
   userId: string
+  /** The scopes granted at the handshake, from then until the socket has joined them at `connection`. */
+  granted?: string[]
 }
 
 export type RealtimeServer = Server<any, any, any, RealtimeSocketData>
 export type RealtimeSocket = Socket<any, any, any, RealtimeSocketData>
+
+/** `io.cors` as an object (Socket.IO passes it to the `cors` package), plus the plugin's opt-in. */
+type SocketIoCors = Exclude<NonNullable<ServerOptions['cors']>, (...args: any[]) => unknown>
+
+/** `io.cors` options: those of the `cors` package, plus one the plugin reads (and never passes on). */
+export interface RealtimeCorsOptions extends SocketIoCors {
+  /**
+   * With `credentials: true`, an `origin` that lets any site in (`true`, `'*'`, unset, a RegExp
+   * that matches any site, or a function) fails `register`: every site could then act as the
+   * user. Set this to say that it is meant (a function that checks a list of its own, say).
+   * @default false
+   * @example { cors: { origin: (origin, cb) => cb(null, allowed.has(origin)), credentials: true, allowAnyOriginWithCredentials: true } }
+   */
+  allowAnyOriginWithCredentials?: boolean
+}
+
+/** Socket.IO `ServerOptions`, with `cors` able to carry the plugin's opt-in. */
+export type RealtimeIoOptions = Omit<Partial<ServerOptions>, 'cors'> & { cors?: ServerOptions['cors'] | RealtimeCorsOptions }
 
 /** Options of `@fastify/jwt`'s verifier (fast-jwt), e.g. `algorithms`, `allowedIss`, `allowedAud`, `clockTolerance`. */
 export interface RealtimeVerifyOptions {
@@ -169,6 +196,101 @@ export interface RealtimeHistoryOptions {
   max?: number
 }
 
+/** Who is online in a scope, across every node (`presence: true` for the defaults). */
+export interface RealtimePresenceOptions {
+  /**
+   * Scope kinds whose presence is tracked.
+   * @default every kind but `user`
+   * @example ['team', 'incident']
+   */
+  kinds?: string[]
+  /**
+   * What others may see of a present user: a JSON object of at most 1 KB, never claims or
+   * tokens (declare its shape as `RealtimePresenceInfo`). Called when a user's first socket on a node joins a tracked scope; a throw or an
+   * answer that is not such an object falls back to `{ id }` (with a warning).
+   * @default (user) => ({ id: user.id })
+   * @example (user) => ({ id: user.id, name: user.name })
+   */
+  user?: (user: RealtimeUser) => PresenceInfo
+  /**
+   * Users listed per scope (in a snapshot, and joins per diff); `count` is always the full number.
+   * @default 100
+   */
+  maxListed?: number
+  /**
+   * Join and leave changes of a scope are coalesced and sent at most this often (per node), so a
+   * reconnect storm is one `realtime:presence_diff`, not one per client.
+   * @default 1000
+   */
+  intervalMs?: number
+}
+
+/** A prom-client `Registry`, or anything with these three methods. */
+export interface RealtimeMetricsRegistry {
+  registerMetric: (metric: any) => void
+  getSingleMetric: (name: string) => unknown
+  removeSingleMetric: (name: string) => void
+}
+
+/**
+ * Prometheus metrics through `prom-client` (an optional peer dependency: install it). They go on
+ * the app's registry, so the app's own `/metrics` route shows them.
+ *
+ * @example
+ * import { Registry } from 'prom-client'
+ * const registry = new Registry()
+ * await app.register(realtime, { metrics: { registry, prefix: 'chat_' } })
+ * app.get('/metrics', async (_req, reply) => reply.type(registry.contentType).send(await registry.metrics()))
+ */
+export interface RealtimeMetricsOptions {
+  /** Where the metrics are registered. @default prom-client's global `register` */
+  registry?: RealtimeMetricsRegistry
+  /** Put before every metric name (`realtime_connections`…). @default 'realtime_' */
+  prefix?: string
+}
+
+/**
+ * Called after the fact, for webhooks, audit or analytics. A hook that throws or rejects is
+ * logged (a warning, at most one per 10 s) and never breaks the socket; nothing waits for a hook,
+ * so a slow one delays neither the handshake nor any delivery.
+ *
+ * @example
+ * hooks: {
+ *   connect: (socket) => fetch(webhookUrl, { method: 'POST', body: JSON.stringify({ user: socket.data.userId, at: Date.now() }) }),
+ *   subscribe: (socket, scope) => audit.log(socket.data.userId, 'subscribed', scope)
+ * }
+ */
+export interface RealtimeHooks {
+  /** A socket connected (any namespace); on `/` it has joined its granted scopes (`socket.rooms`). */
+  connect?: (socket: RealtimeSocket) => unknown
+  /** A socket that `connect` was called for went away, with Socket.IO's reason (`transport close`, `client namespace disconnect`…). */
+  disconnect?: (socket: RealtimeSocket, reason: string) => unknown
+  /** A `realtime:subscribe` was granted and answered (after its replay). */
+  subscribe?: (socket: RealtimeSocket, scope: string) => unknown
+  /** A `realtime:unsubscribe` was answered: the socket left `scope`. */
+  unsubscribe?: (socket: RealtimeSocket, scope: string) => unknown
+}
+
+/** The health route. */
+export interface RealtimeHealthOptions {
+  /** @default '/health/realtime' */
+  path?: string
+  /**
+   * Merged into the route's options: `onRequest` for auth, `logLevel`, `config`, `schema` extras
+   * (its `response` stays the plugin's).
+   * @example { logLevel: 'warn', onRequest: async (request) => { if (request.headers['x-probe'] !== probeKey) throw app.httpErrors.unauthorized() } }
+   */
+  routeOptions?: RouteShorthandOptions
+  /**
+   * How long the Redis checks behind the route (ping, cluster figures, the store's ping) are
+   * reused: a probe storm costs Redis one round of checks per period. `0`: checked on every
+   * request (requests that arrive while a check runs still share it). @default 1000
+   */
+  cacheMs?: number
+  /** `false`: the body is only `{ websocket }`, the status code still says healthy (200) or not (503). @default true */
+  details?: boolean
+}
+
 export interface FastifyRealtimeOptions {
   auth?: RealtimeAuthOptions
   /** Scopes to join on connect; asked again on every subscribe. @default () => [] */
@@ -184,14 +306,51 @@ export interface FastifyRealtimeOptions {
    * `* ? [ ] \`.
    */
   redis?: true | string | RedisOptions
-  /** Health route; `false` removes it. @default { path: '/health/realtime' } */
-  health?: false | { path?: string }
+  /** Health route; `false` removes it. @default { path: '/health/realtime', cacheMs: 1000, details: true } */
+  health?: false | RealtimeHealthOptions
+  /** Prometheus metrics through prom-client; `true` uses its global registry. @default false */
+  metrics?: boolean | RealtimeMetricsOptions
+  /** Called after connects, disconnects, subscribes and unsubscribes; never awaited. @default none */
+  hooks?: RealtimeHooks
   /** Client-to-server events per socket; `false` turns it off. @default { max: 100, windowMs: 60000 } */
   rateLimit?: false | { max?: number, windowMs?: number }
   /** Per-socket and per-address limits. */
   limits?: {
     /** Scopes one socket may hold (its own `user:` scope included); beyond it a subscribe gets `LIMIT`. @default 100 */
     scopesPerSocket?: number
+    /**
+     * `realtime:auth` (token refreshes) per socket and minute, refilled evenly (one every
+     * 60 / n s), whatever `rateLimit` says; beyond it the refresh gets `RATE_LIMITED`, so a
+     * flood of refreshes costs at most this many token checks and `auth.user` lookups.
+     * @default 5
+     * @example { limits: { refreshesPerMinute: 10 } }
+     */
+    refreshesPerMinute?: number
+    /**
+     * Binary attachments one incoming packet may announce. The protocol sends none: raise it
+     * only when your own events carry binary. A packet announcing more closes its transport at
+     * once; one whose attachments have not all arrived `io.connectTimeout` after it began is
+     * dropped with its buffers (and its transport closed at its next frame), before and after
+     * authentication. Applies to Socket.IO's own parser: with `io.parser` set, leave it out.
+     * @default 0
+     * @example { limits: { binaryAttachments: 2 } }
+     */
+    binaryAttachments?: number
+    /**
+     * Sockets one user may hold on each namespace of this node (not across nodes); the next
+     * handshake of that user gets `connect_error` with code `LIMIT`. `false`: no cap.
+     * @default 20
+     * @example { limits: { connectionsPerUser: 50 } }
+     */
+    connectionsPerUser?: number | false
+    /**
+     * Idempotency keys (`broadcast`'s `opts.idempotencyKey`) remembered on this node, for the
+     * history ttl; past it the oldest are forgotten early. With the Redis history store a key is
+     * also kept in Redis for the ttl, for every node, whatever this says.
+     * @default 10000
+     * @example { limits: { idempotencyKeys: 100000 } }
+     */
+    idempotencyKeys?: number
     /**
      * Transports from one address that are open but not yet authenticated; further handshakes
      * from it are refused until some finish. `false`: no cap. Behind a proxy every client shares
@@ -207,37 +366,32 @@ export interface FastifyRealtimeOptions {
   }
   /** How long cluster-wide `join`/`leave`/`disconnectUser` wait for every node. @default 5000 */
   clusterTimeoutMs?: number
+  /**
+   * Who is online in each scope, across every node: `realtime.presence(scope)`,
+   * `realtime:presence` and `realtime:presence_diff`. Kept in memory on one node, in Redis when
+   * `redis` is set. `false` turns it off.
+   * @default false
+   * @example presence: { kinds: ['team'], user: (user) => ({ id: user.id, name: user.name }) }
+   */
+  presence?: boolean | RealtimePresenceOptions
   /** Heartbeats behind the cluster figures: how often each node writes its count, and when a silent node drops out. @default { heartbeatMs: 5000, nodeTtlMs: 30000 } */
   cluster?: { heartbeatMs?: number, nodeTtlMs?: number }
   /** TypeBox schemas checked on `broadcast`, by event name. */
   events?: Partial<Record<RealtimeEventName, TSchema>>
-  /** Socket.IO `ServerOptions`, passed to `new Server()`. */
-  io?: Partial<ServerOptions>
+  /**
+   * Socket.IO `ServerOptions`, passed to `new Server()`. `io.cors.origin` is enforced for
+   * WebSocket handshakes too (a callback is asked for each one).
+   * @default { connectTimeout: 10000, cleanupEmptyChildNamespaces: true }
+   */
+  io?: RealtimeIoOptions
   /** Same hook as fastify-socket.io: runs on `preClose` instead of closing each local transport. */
   preClose?: (done: () => void) => void
-}
-
-/** Sent as `realtime:ready`. */
-export interface ReadyMessage {
-  userId: string
-  scopes: string[]
-  positions: Record<string, Position>
-}
-
-/**
- * Sent as `realtime:skip`: `seq` of `scope` carries nothing for this socket (it was left out
- * with `except`, or the event could not be encoded). The position moves on; nothing is missed.
- */
-export interface SkipMessage {
-  scope: string
-  seq: number
-  epoch: string
-}
-
-/** Sent as `realtime:resync`. */
-export interface ResyncMessage {
-  scope: string
-  reason: ResyncReason
+  /**
+   * The time and the timers behind token expiry, the refresh grace, rate-limit windows,
+   * idempotency keys and presence diffs. Tests pass a clock they move by hand.
+   * @default the system clock
+   */
+  clock?: RealtimeClock
 }
 
 declare module 'fastify' {

@@ -2,40 +2,30 @@
 // (built from src/ with the package's build options): two tabs stay in step, and a tab reloaded
 // after missing a change catches up from its stored position instead of reloading the board.
 // Debian's chromium driven by playwright-core; skipped (with the reason) when it is not installed.
-import { existsSync } from 'node:fs'
 import type { AddressInfo } from 'node:net'
-import { chromium, type Page } from 'playwright-core'
-import t from 'tap'
+import { join } from 'node:path'
+import type { BrowserContext, Page } from 'playwright-core'
+import t, { type Test } from 'tap'
+import { launch, noBrowser, screenshots } from './browser-helper.js'
 import { importExample } from './helper.js'
 import { buildBrowserBundle } from './client-helper.js'
 
-const CHROMIUM = '/usr/bin/chromium'
-const SCREENSHOT = '/tmp/tasks-demo.png'
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-component-update',
-  '--disable-sync'
-]
-
 type TasksExample = typeof import('../examples/tasks/app.js')
 
-const skip = existsSync(CHROMIUM) ? false : `no browser: ${CHROMIUM} is missing (apt-get install -y chromium)`
-
-t.test('two tabs of the task board stay in step', { skip }, async (t) => {
+/** The task board example listening on port 0, and a browser context of the given size; all closed at teardown. */
+async function board (t: Test, viewport: { width: number, height: number }): Promise<{ url: string, context: BrowserContext, shots: string }> {
   const { buildTasksApp } = await importExample<TasksExample>('examples/tasks/app.ts')
   const app = await buildTasksApp({ clientScript: await buildBrowserBundle(t) })
   t.teardown(() => app.close())
   await app.listen({ port: 0, host: '127.0.0.1' })
   const url = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+  const browser = await launch(t)
+  const context = await browser.newContext({ viewport })
+  return { url, context, shots: await screenshots(t, context) }
+}
 
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS })
-  t.teardown(() => browser.close())
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } })
+t.test('two tabs of the task board stay in step', { skip: noBrowser }, async (t) => {
+  const { url, context, shots } = await board(t, { width: 1100, height: 720 })
   const errors: string[] = []
   async function open (user: string): Promise<Page> {
     const page = await context.newPage()
@@ -98,8 +88,44 @@ t.test('two tabs of the task board stay in step', { skip }, async (t) => {
   t.match(await bob.getByTestId('activity').textContent(), `alice added “${missed}” (while you were away)`, 'replayed from the stored position')
   t.same(boardLoads, [], 'the reloaded tab caught up by replay, without loading the board again')
 
-  await bob.screenshot({ path: SCREENSHOT, fullPage: true })
+  await bob.screenshot({ path: join(shots, 'tasks-demo.png'), fullPage: true })
   t.equal(await alice.getByTestId('error').textContent(), '', 'no error shown')
   t.equal(await bob.getByTestId('error').textContent(), '', 'no error shown')
   t.same(errors, [], 'no page errors')
+})
+
+t.test('on a phone the board stacks and fits; a non-member sees one clear state; nothing on the page fails to load', { skip: noBrowser }, async (t) => {
+  const { url, context, shots } = await board(t, { width: 390, height: 844 })
+  const failed: string[] = []
+  context.on('response', (response) => {
+    // a non-member's board is a 404 by design; anything else missing (a favicon, say) is a fault
+    if (response.status() >= 400 && new URL(response.url()).pathname !== '/api/boards/demo/tasks') failed.push(`${response.status()} ${response.url()}`)
+  })
+  const alice = await context.newPage()
+  await alice.goto(`${url}/?user=alice`)
+  await alice.locator('#state[data-state="connected"]').waitFor()
+  await alice.getByTestId('task').first().waitFor()
+  t.ok(await alice.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), 'no sideways scrolling at 390 px')
+  const columns = await Promise.all(['todo', 'doing', 'done'].map(async (status) => await alice.getByTestId(`column-${status}`).boundingBox()))
+  t.ok(columns.every((box) => box !== null && box.width > 300), 'each column takes the width of the screen')
+  t.ok(columns[0]!.y < columns[1]!.y && columns[1]!.y < columns[2]!.y, 'one column after another')
+  for (const task of await alice.getByTestId('task').all()) {
+    const card = (await task.boundingBox())!
+    const title = (await task.getByTestId('task-title').boundingBox())!
+    t.ok(title.height < 3 * 22, `a title wraps at most to a couple of lines (${Math.round(title.height)} px)`)
+    for (const button of await task.getByRole('button').all()) {
+      const box = (await button.boundingBox())!
+      t.ok(box.x >= card.x && box.x + box.width <= card.x + card.width + 0.5, 'its buttons stay inside the card')
+    }
+  }
+  t.ok(await alice.evaluate(() => document.querySelector('link[rel="icon"]') !== null), 'the page has an icon')
+  await alice.screenshot({ path: join(shots, 'tasks-phone.png'), fullPage: true })
+
+  const carol = await context.newPage()
+  await carol.goto(`${url}/?user=carol`)
+  await carol.locator('#state[data-state="no access"]').waitFor()
+  t.equal(await carol.locator('#state').textContent(), 'no access', 'one state: no access, not "connected"')
+  t.match(await carol.getByTestId('error').textContent(), 'not a member')
+  t.equal(await carol.getByTestId('column-todo').isVisible(), false, 'no empty board shown')
+  t.same(failed, [], 'no request failed')
 })

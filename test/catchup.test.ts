@@ -1,7 +1,9 @@
 import t, { type Test } from 'tap'
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Socket } from 'socket.io-client'
 import { MemoryHistoryStore, type BroadcastMeta, type EventMeta as Meta, type HistoryStore, type Position } from '../src/index.js'
 import { build, flush, request, tokenFor, waitFor, type Built, type ReadyPayload } from './helper.js'
+import { redisOptions } from './redis-helper.js'
 
 type Seen = Array<[string, unknown, Meta]>
 
@@ -415,3 +417,23 @@ t.test('many sockets replaying the same events each get all of them, binary ones
   }
   t.equal(outgoing.length, users.length * 3, 'the app\'s outgoing listeners saw every replayed event')
 })
+
+for (const store of ['memory', 'redis'] as const) {
+  t.test(`${store} history: the seq-0 position of an empty scope is replayed the scope's first events after a reconnect, never a resync`, async (t) => {
+    const built = await build(t, { ...grants, ...(store === 'redis' ? { redis: redisOptions(t) } : {}) })
+    const empty = await positionThenLeave(built, 'u1', 'team:1')
+    t.equal(empty.seq, 0, 'the scope has no events yet')
+    // Epochs are made from the store's millisecond clock: let it move, so the first event's log
+    // really begins after the empty position was taken.
+    await sleep(5)
+    const first = await built.app.broadcast('team:1', 'task:created', { n: 1 })
+    await built.app.broadcast('team:1', 'task:created', { n: 2 })
+    t.not(first?.epoch, empty.epoch, 'the first event starts a log of its own epoch')
+    const { seen, ready } = await reconnect(built, 'u1', { 'team:1': empty })
+    t.same(named(seen, 'task:created').map(([, payload, meta]) => [payload, meta.seq, meta.replayed]), [
+      [{ n: 1 }, 1, true], [{ n: 2 }, 2, true]
+    ], 'both events replayed, in order')
+    t.same(named(seen, 'realtime:resync'), [], 'no resync')
+    t.same(ready.positions['team:1'], { seq: 2, epoch: first?.epoch }, 'ready carries the log\'s own position')
+  })
+}

@@ -417,3 +417,22 @@ t.test('a skip that arrives before the event it follows is held like one', async
   t.equal(subscribes(log, 'team:1').length, 0)
   t.ok(serverSocket(app, client).connected)
 })
+
+t.test('storage: a reload holding the seq-0 position of an empty scope gets the scope\'s first events, never a resync', async (t) => {
+  const { app, url } = await build(t, { rooms })
+  const storage = new MemoryStorage()
+  const first = open(t, url, { token: tokenFor('alice'), storage })
+  await ready(first.client)
+  const empty = first.client.positions['team:1']
+  t.equal(empty?.seq, 0, 'the scope has no events yet')
+  // the page goes away; the scope's first events happen while it is gone
+  first.client.close()
+  const meta = await app.broadcast('team:1', 'tick', { i: 1 })
+  await app.broadcast('team:1', 'tick', { i: 2 })
+  t.not(meta?.epoch, empty?.epoch, 'the first event starts a log of its own epoch')
+  const reloaded = open(t, url, { token: tokenFor('alice'), storage })
+  await until(() => reloaded.events.length === 2, 'the reloaded page catches up')
+  t.same(reloaded.events.map((e) => [e.payload.i, e.meta.seq, e.meta.replayed === true]), [[1, 1, true], [2, 2, true]])
+  t.same(reloaded.resyncs, [], 'no resync')
+  t.same(reloaded.client.positions['team:1'], { seq: 2, epoch: meta?.epoch })
+})

@@ -1,6 +1,7 @@
 // fastify-realtime/client under faults: handlers that throw, re-subscribes the server refuses or
 // does not answer, getToken failing at the handshake and at refresh, tokens running out.
 import t from 'tap'
+import { ManualClock } from './clock.js'
 import { build, sign, tokenFor } from './helper.js'
 import { Gate, dropTransport, incoming, on, open, ready, roomsOf, roundTrip, send, serverSocket, store, subscribes, until } from './client-helper.js'
 
@@ -75,28 +76,30 @@ t.test('a restored subscription the server cannot answer yet is retried until it
 })
 
 t.test('a restore refused with RATE_LIMITED is retried once the window has passed', async (t) => {
-  const { app, url } = await build(t, { rooms, canSubscribe: (_user, scope) => scope.startsWith('extra:'), rateLimit: { max: 1, windowMs: 200 } })
+  const clock = new ManualClock()
+  const { app, url } = await build(t, { rooms, clock, canSubscribe: (_user, scope) => scope.startsWith('extra:'), rateLimit: { max: 1, windowMs: 200 } })
   await app.broadcast('extra:1', 'tick', { i: 0 })
   await app.broadcast('extra:2', 'tick', { i: 0 })
-  const { client, errors } = open(t, url, { token: tokenFor('alice') })
+  // a refusal past the first of its window goes unanswered: the client gives up on it after timeoutMs
+  const { client, errors } = open(t, url, { token: tokenFor('alice'), timeoutMs: 1000 })
   await ready(client)
   await client.subscribe('extra:1')
-  // one client-to-server event per window: the second subscribe goes through in a later one
-  const deadline = Date.now() + 15_000
-  for (;;) {
-    const err = await client.subscribe('extra:2').then(() => null, (e: { code?: string }) => e)
-    if (err === null) break
-    t.equal(err.code, 'RATE_LIMITED')
-    if (Date.now() > deadline) throw new Error('never subscribed')
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
+  // one client-to-server event per window: the second subscribe goes through in the next one
+  const refused = await client.subscribe('extra:2').then(() => null, (e: { code?: string }) => e)
+  t.equal(refused?.code, 'RATE_LIMITED')
+  clock.advance(200)
+  await client.subscribe('extra:2')
   t.same(errors, [], 'a refused first subscribe is its caller\'s')
 
-  // after the reconnect both restores go out at once: the second is over the limit
+  // after the reconnect both restores go out at once: the second is over the limit until time moves on
   dropTransport(app, client)
-  await until(() => client.state === 'connected' && roomsOf(app, client).has('extra:1') && roomsOf(app, client).has('extra:2'), 'both restored')
+  await until(() => {
+    clock.advance(50)
+    return client.state === 'connected' && roomsOf(app, client).has('extra:1') && roomsOf(app, client).has('extra:2')
+  }, 'both restored')
   t.ok(errors.length >= 1, 'the refusal is reported')
-  t.ok(errors.every((e) => e.code === 'RATE_LIMITED' && e.scope === 'extra:2'), 'as RATE_LIMITED for the second scope, each attempt')
+  t.ok(errors.every((e) => (e.code === 'RATE_LIMITED' || e.code === 'TIMEOUT') && e.scope === 'extra:2'),
+    'as RATE_LIMITED (or TIMEOUT, when it was not the first refusal of its window) for the second scope, each attempt')
   t.same(client.subscriptions.sort(), ['extra:1', 'extra:2'])
 })
 
@@ -147,16 +150,18 @@ t.test('AUTH_EXPIRED at the handshake with getToken: a new token is asked for', 
 })
 
 t.test('realtime:auth_expired: the client refreshes the token and keeps its socket', async (t) => {
-  const { app, url } = await build(t, { rooms, auth: { refreshGraceMs: 60_000 } })
+  const clock = new ManualClock()
+  const { app, url } = await build(t, { rooms, clock, auth: { refreshGraceMs: 60_000 } })
   const log = incoming(app)
   let calls = 0
   const { client, errors, states } = open(t, url, {
-    getToken: () => ++calls === 1 ? sign({ sub: 'alice' }, 2) : tokenFor('alice', { n: calls })
+    getToken: () => ++calls === 1 ? sign({ sub: 'alice' }, 60) : tokenFor('alice', { n: calls })
   })
   await ready(client)
   const socket = serverSocket(app, client)
   const firstExp = socket.data.claims.exp
-  await until(() => log.some((e) => e.event === 'realtime:auth'), 'the refresh is sent', 20_000)
+  clock.advancePast(firstExp!)
+  await until(() => log.some((e) => e.event === 'realtime:auth'), 'the refresh is sent')
   await until(() => socket.data.claims.exp !== firstExp, 'the server took the new token')
   t.equal(calls, 2)
   t.ok(socket.connected, 'the same socket stays')
@@ -164,10 +169,48 @@ t.test('realtime:auth_expired: the client refreshes the token and keeps its sock
   t.same(errors, [])
 })
 
-t.test('a refresh that fails is reported and retried within the grace period', async (t) => {
-  let lookups = 0
+t.test('a refreshed token that no longer grants a scope: the client stops following it and tells the app (onResync revoked)', async (t) => {
+  const clock = new ManualClock()
   const { app, url } = await build(t, {
     rooms,
+    clock,
+    auth: { user: (claims) => ({ id: String(claims.sub), role: claims.role }) },
+    canSubscribe: (user, scope) => (user as { role?: unknown }).role === 'admin' && scope === 'incidents:all'
+  })
+  let calls = 0
+  const { client, events, resyncs, errors, states } = open(t, url, {
+    getToken: () => ++calls === 1 ? sign({ sub: 'alice', role: 'admin' }, 60) : sign({ sub: 'alice', role: 'member' })
+  })
+  await ready(client)
+  await client.subscribe('incidents:all')
+  await app.broadcast('incidents:all', 'tick', { i: 1 })
+  await until(() => events.length === 1, 'the admin scope\'s event')
+  clock.advancePast(serverSocket(app, client).data.claims.exp!)
+  await until(() => resyncs.length === 1, 'told')
+  t.same(resyncs, [{ scope: 'incidents:all', reason: 'revoked' }])
+  t.same(client.subscriptions, [], 'no longer followed')
+  t.notOk('incidents:all' in client.positions, 'its position forgotten')
+  t.ok('team:1' in client.positions, 'the other scopes stay')
+  await app.broadcast('incidents:all', 'tick', { i: 2 })
+  await app.broadcast('team:1', 'tick', { i: 3 })
+  await until(() => events.length === 2, 'the next event')
+  t.same(events.map((e) => e.payload.i), [1, 3])
+  t.same(errors, [])
+
+  // a reconnect does not ask for it again
+  const log = incoming(app)
+  dropTransport(app, client)
+  await until(() => states.includes('reconnecting') && client.state === 'connected', 'back')
+  await roundTrip(client)
+  t.same(subscribes(log, 'incidents:all'), [], 'not restored')
+})
+
+t.test('a refresh that fails is reported and retried within the grace period', async (t) => {
+  let lookups = 0
+  const clock = new ManualClock()
+  const { app, url } = await build(t, {
+    rooms,
+    clock,
     auth: {
       refreshGraceMs: 60_000,
       user: (claims) => {
@@ -181,7 +224,7 @@ t.test('a refresh that fails is reported and retried within the grace period', a
   const { client, errors } = open(t, url, {
     getToken: () => {
       calls++
-      if (calls === 1) return sign({ sub: 'alice' }, 2)
+      if (calls === 1) return sign({ sub: 'alice' }, 60)
       if (calls === 2) throw new Error('token service down')
       return tokenFor('alice', { n: calls })
     }
@@ -189,29 +232,36 @@ t.test('a refresh that fails is reported and retried within the grace period', a
   await ready(client)
   const socket = serverSocket(app, client)
   const firstExp = socket.data.claims.exp
-  await until(() => socket.data.claims.exp !== firstExp, 'the refresh got through', 20_000)
+  clock.advancePast(firstExp!)
+  await until(() => socket.data.claims.exp !== firstExp, 'the refresh got through')
   t.match(errors.map((e) => e.code), ['TOKEN_FAILED', 'UNAVAILABLE'], 'each failure reported')
   t.equal(calls, 4, 'getToken asked again after each failure')
   t.ok(socket.connected, 'the socket was kept')
 })
 
 t.test('no getToken: an expiring token is reported, then the server disconnect is', async (t) => {
-  const { url } = await build(t, { rooms, auth: { refreshGraceMs: 100 } })
-  const { client, errors } = open(t, url, { token: sign({ sub: 'alice' }, 2) })
+  const clock = new ManualClock()
+  const { app, url } = await build(t, { rooms, clock, auth: { refreshGraceMs: 30_000 } })
+  const { client, errors } = open(t, url, { token: sign({ sub: 'alice' }, 60) })
   await ready(client)
-  await until(() => client.state === 'disconnected', 'disconnected after the grace', 20_000)
+  clock.advancePast(serverSocket(app, client).data.claims.exp!)
+  await until(() => errors.length === 1, 'the expiry is reported')
+  t.equal(client.state, 'connected', 'still connected during the grace')
+  clock.advance(30_000)
+  await until(() => client.state === 'disconnected', 'disconnected after the grace')
   t.match(errors.map((e) => e.code), ['AUTH_EXPIRED', 'DISCONNECTED'])
 })
 
 t.test('the server disconnects after the grace: with getToken the client comes back with a fresh token', async (t) => {
   let calls = 0
   let failRefresh = true
-  const { app, url } = await build(t, { rooms, auth: { refreshGraceMs: 100 } })
+  const clock = new ManualClock()
+  const { app, url } = await build(t, { rooms, clock, auth: { refreshGraceMs: 30_000 } })
   const { client, events, errors } = open(t, url, {
     timeoutMs: 60_000,
     getToken: () => {
       calls++
-      if (calls === 1) return sign({ sub: 'alice' }, 2)
+      if (calls === 1) return sign({ sub: 'alice' }, 60)
       // the refresh never gets a token before the grace ends; the next handshake does
       if (failRefresh) {
         failRefresh = false
@@ -222,7 +272,10 @@ t.test('the server disconnects after the grace: with getToken the client comes b
   })
   await ready(client)
   const first = client.socket.id
-  await until(() => client.state === 'connected' && client.socket.id !== first, 'back with a new socket', 20_000)
+  clock.advancePast(serverSocket(app, client).data.claims.exp!)
+  await until(() => calls === 2, 'the refresh asks for a token')
+  clock.advance(30_000)
+  await until(() => client.state === 'connected' && client.socket.id !== first, 'back with a new socket')
   t.notOk(errors.some((e) => e.code === 'DISCONNECTED'), 'not a final disconnect')
   await app.broadcast('team:1', 'tick', { i: 1 })
   await until(() => events.length === 1, 'an event on the new socket')

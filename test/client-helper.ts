@@ -17,11 +17,7 @@ import {
 import { MemoryHistoryStore } from '../src/index.js'
 import type { HistoryEntry, HistoryStore, ReadResult } from '../src/history/store.js'
 import type { Position } from '../src/protocol.js'
-import { flush, until } from './helper.js'
-
-interface Teardown {
-  teardown: (fn: () => unknown) => void
-}
+import { flush, until, type Teardown } from './helper.js'
 
 export interface Seen {
   event: string

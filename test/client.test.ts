@@ -211,6 +211,18 @@ t.test('UNAVAILABLE at the handshake is reported and retried until it connects',
   t.equal(lookups, 3)
 })
 
+t.test('LIMIT at the handshake (the user holds every connection allowed) is reported and retried until a place is free', async (t) => {
+  const { app, url, connected } = await build(t, { rooms, limits: { connectionsPerUser: 1 } })
+  const { socket: other } = await connected('alice')
+  const { client, errors } = open(t, url, { token: tokenFor('alice'), retry: { minMs: 20, maxMs: 100 } })
+  await until(() => errors.length >= 2, 'refused twice')
+  t.ok(errors.every((e) => e.code === 'LIMIT'), 'reported as LIMIT')
+  t.equal(client.state, 'connecting', 'and still trying')
+  other.disconnect()
+  await ready(client)
+  t.equal(app.io.of('/').sockets.size, 1)
+})
+
 t.test('socket.io giving up its reconnects (a finite reconnectionAttempts) is reported', async (t) => {
   const { app, url } = await build(t, { rooms })
   const { client, errors, states } = open(t, url, { token: tokenFor('alice'), io: { reconnectionAttempts: 1 } })

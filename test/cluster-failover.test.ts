@@ -96,7 +96,8 @@ t.test('Redis stopped mid-run: nodes keep serving locally, then fan out again on
   t.notOk('seq' in meta)
 
   for (const [name, node] of [['A', a], ['B', b]] as const) {
-    const health = await node.get('/health/realtime')
+    // the route's Redis checks are reused for health.cacheMs (1 s): an answer from before the kill may stand that long
+    const health = await poll(`${name} answers 503`, async () => await node.get('/health/realtime'), (res) => res.status === 503)
     t.equal(health.status, 503, `${name} answers health with 503`)
     t.match(health.body, {
       websocket: { enabled: true, connections: 1 },

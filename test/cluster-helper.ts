@@ -6,12 +6,8 @@ import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import { CHANNEL_KEY } from '../src/cluster.js'
 import { io, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client'
-import { SECRET, tokenFor, uniq, waitFor, type ReadyPayload } from './helper.js'
+import { SECRET, tokenFor, uniq, waitFor, type ReadyPayload, type Teardown } from './helper.js'
 import { deleteKeys, ownRedis, REDIS_HOST, REDIS_PORT, type OwnRedis } from './redis-helper.js'
-
-interface Teardown {
-  teardown: (fn: () => unknown) => void
-}
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/node.ts', import.meta.url))
 // tsx as a loader in the node process itself (its CLI would put the app in a grandchild that a kill misses)
@@ -28,9 +24,15 @@ export interface NodeProcess {
   stop: (signal?: NodeJS.Signals) => Promise<void>
 }
 
-/** Starts test/fixtures/node.ts in its own process with `env`; stopped (SIGKILL) at teardown. */
-export async function startNode (t: Teardown, env: Record<string, string>): Promise<NodeProcess> {
-  const child = spawn(process.execPath, ['--import', TSX_LOADER, FIXTURE], {
+/** Runs an example on src/ rather than on the built package (see test/fixtures/src-package.mjs). */
+const SRC_PACKAGE = new URL('./fixtures/src-package-register.mjs', import.meta.url).href
+
+/**
+ * Starts test/fixtures/node.ts (or `script`, a file that prints `{"port":N}` once listening) in its
+ * own process with `env`; stopped (SIGKILL) at teardown.
+ */
+export async function startNode (t: Teardown, env: Record<string, string>, script = FIXTURE): Promise<NodeProcess> {
+  const child = spawn(process.execPath, ['--import', TSX_LOADER, '--import', SRC_PACKAGE, script], {
     env: { ...process.env, SECRET, ...env },
     stdio: ['ignore', 'pipe', 'inherit']
   })
@@ -124,6 +126,8 @@ export interface Balancer {
   /** New connections wait (accepted, not forwarded) until `release`. */
   hold: () => void
   release: () => void
+  /** Closes every connection open through it (both sides), as a network that drops would. */
+  cut: () => void
 }
 
 /**
@@ -176,6 +180,9 @@ export async function balancer (t: Teardown, ports: number[]): Promise<Balancer>
       const waiting = held ?? []
       held = null
       for (const client of waiting) forward(client, ports)
+    },
+    cut: () => {
+      for (const socket of open) if (!held?.includes(socket)) socket.destroy()
     }
   }
 }

@@ -5,20 +5,20 @@ import type { FastifyInstance } from 'fastify'
 import type { Redis } from 'ioredis'
 import { Redis as RedisClient } from 'ioredis'
 import { createAdapter } from '@socket.io/redis-adapter'
+import pino from 'pino'
 import { Server } from 'socket.io'
 import { io as ioClient } from 'socket.io-client'
 import { connect } from '../src/client/index.js'
 import { Cluster } from '../src/cluster.js'
 import { clientFor, clusterPrefix, outageCluster, poll, RECONNECTING, requestChannel, startNode } from './cluster-helper.js'
 import type { FastifyRealtimeOptions } from '../src/index.js'
-import { build, collect, gatedRooms, tokenFor, waitFor, within, type Built } from './helper.js'
+import { build, collect, gatedRooms, processFaults, tokenFor, waitFor, within, type Built } from './helper.js'
 import { clientList, ownRedis, REDIS_HOST, redisClient, redisOptions } from './redis-helper.js'
 
 // Every Redis outage below must stay free of unhandled rejections, whatever test caused it.
-const rejections: unknown[] = []
-process.on('unhandledRejection', (reason) => { rejections.push(reason) })
+const faults = processFaults()
 
-/** Lets pending rejections surface: the 'unhandledRejection' event comes after the microtasks of a turn. */
+/** Lets `count` turns of the event loop pass, so what was emitted can go out. */
 async function ticks (count = 2): Promise<void> {
   for (let i = 0; i < count; i++) await new Promise((resolve) => setImmediate(resolve))
 }
@@ -41,10 +41,9 @@ t.test('close while Redis is down: no unhandled rejection from the adapter unsub
   await connected('u1')
   await redis.kill()
   await poll('the plugin sees Redis gone', async () => await status(app), (code) => code === 503)
-  const before = rejections.length
+  const before = faults.count
   await app.close()
-  await ticks()
-  t.same(rejections.slice(before), [], 'io.close() ran the adapter close() with nothing rejected unhandled')
+  t.same(await faults.since(before), [], 'io.close() ran the adapter close() with nothing rejected unhandled')
 })
 
 t.test('a namespace created during an outage fans out once Redis is back', async (t) => {
@@ -55,10 +54,9 @@ t.test('a namespace created during an outage fans out once Redis is back', async
   const lateOnB = b.app.io.of('/late')
   await redis.kill()
   await poll('A sees Redis gone', async () => await status(a.app), (code) => code === 503)
-  const before = rejections.length
+  const before = faults.count
   a.app.io.of('/late') // its adapter subscribes now, while Redis refuses
-  await ticks()
-  t.same(rejections.slice(before), [], 'the refused subscribe is not an unhandled rejection')
+  t.same(await faults.since(before), [], 'the refused subscribe is not an unhandled rejection')
 
   await redis.start()
   // once A hears Redis again it closes its transports (its clients catch up); connect after that
@@ -393,8 +391,7 @@ t.test('Cluster calls onResubscribed once its subscriber is back after an outage
   const io = new Server(createServer())
   t.teardown(() => io.close())
   const noop = (): void => {}
-  const log = { info: noop, warn: noop, error: noop, debug: noop, fatal: noop, trace: noop, silent: noop, level: 'silent', child: () => log }
-  const cluster = new Cluster(io, 'n1', log as never)
+  const cluster = new Cluster(io, 'n1', pino({ level: 'silent' }))
   const connection = async (): Promise<Redis> => {
     const client = new RedisClient({ host: REDIS_HOST, port: redis.port, lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => 50 })
     client.on('error', noop)
@@ -416,6 +413,5 @@ t.test('Cluster calls onResubscribed once its subscriber is back after an outage
 })
 
 t.test('no unhandled rejections in this file', async (t) => {
-  await ticks()
-  t.same(rejections, [])
+  t.same(await faults.since(), [])
 })

@@ -1,20 +1,38 @@
 import { execFile } from 'node:child_process'
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { cp, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import t from 'tap'
 
+// This file's own limit, over .taprc's 120 s per file (tap's runner takes a limit set on the root
+// `t`): building and installing from the registry can take minutes on a busy machine.
+t.setTimeout(330_000)
+
 const run = promisify(execFile)
 const root = fileURLToPath(new URL('..', import.meta.url))
 const tsc = join(root, 'node_modules/.bin/tsc')
 
+// What the build reads, and what the package publishes besides dist/.
+const SOURCES = ['package.json', 'tsconfig.json', 'tsup.config.ts', 'src', 'README.md', 'CHANGELOG.md', 'LICENSE']
+
+/**
+ * Copies the package's sources into `dir` and runs its own `npm run build` there, so the
+ * repository's dist/ is never rewritten under an app that is using it.
+ */
+async function buildCopy (dir: string): Promise<string> {
+  for (const entry of SOURCES) await cp(join(root, entry), join(dir, entry), { recursive: true })
+  await symlink(join(root, 'node_modules'), join(dir, 'node_modules'), 'dir')
+  await run('npm', ['run', 'build'], { cwd: dir })
+  return dir
+}
+
 t.test('the packed tarball installs into a fresh app: ESM, CJS and types', { timeout: 300_000 }, async (t) => {
   const dir = await mkdtemp(join(tmpdir(), 'frt-pack-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
-  await run('npm', ['run', 'build'], { cwd: root })
-  const { stdout } = await run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', dir], { cwd: root })
+  const built = await buildCopy(join(dir, 'package'))
+  const { stdout } = await run('npm', ['pack', '--json', '--ignore-scripts', '--pack-destination', dir], { cwd: built })
   const [packed] = JSON.parse(stdout) as Array<{ filename: string, files: Array<{ path: string }> }>
   const paths = packed!.files.map((f) => f.path)
   t.ok(paths.every((p) => p.startsWith('dist/') || ['package.json', 'README.md', 'CHANGELOG.md', 'LICENSE'].includes(p)),

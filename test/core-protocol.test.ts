@@ -4,13 +4,11 @@ import type { FastifyInstance } from 'fastify'
 import type { Socket as ServerSocket } from 'socket.io'
 import { io as ioClient, type Socket } from 'socket.io-client'
 import t, { type Test } from 'tap'
-import { build, refusal, request, sign, tokenFor, waitFor, within } from './helper.js'
+import { build, processFaults, refusal, request, sign, tokenFor, waitFor, within } from './helper.js'
 import { HandshakeRefused, connectFrame, eventFrame, openRaw, until, type Frame, type RawClient } from './raw-client.js'
 
 // Tracked for the whole file: the last test asserts that none happened.
-const faults: Array<{ kind: string, error: unknown }> = []
-process.on('unhandledRejection', (error) => { faults.push({ kind: 'unhandledRejection', error }) })
-process.on('uncaughtException', (error) => { faults.push({ kind: 'uncaughtException', error }) })
+const faults = processFaults({ uncaughtExceptions: true })
 
 /** Sockets still being authenticated on `nsp` (Socket.IO keeps them until their middlewares answer). */
 function preConnectSockets (app: FastifyInstance, nsp = '/'): number {
@@ -43,7 +41,8 @@ async function stillServing (t: Test, app: FastifyInstance, watcher: Socket, lab
 const placeholder = (num: unknown): string => JSON.stringify({ _placeholder: true, num })
 
 t.test('crafted packets close the connection; other clients go on being served', async (t) => {
-  const { app, url, connected } = await build(t, { rooms: () => ['team:1'], io: { maxHttpBufferSize: 10_000 } })
+  // one attachment allowed, so the decoder's own checks are reached (with the default 0 any binary packet closes the transport)
+  const { app, url, connected } = await build(t, { rooms: () => ['team:1'], io: { maxHttpBufferSize: 10_000 }, limits: { binaryAttachments: 1 } })
   const { socket: watcher } = await connected('watcher')
 
   interface Case { name: string, connect: boolean, frames: () => Frame[], code?: number }
@@ -102,7 +101,7 @@ t.test('crafted packets close the connection; other clients go on being served',
 })
 
 t.test('packets Socket.IO ignores (or answers) leave the connection open and working', async (t) => {
-  const { app, url, connected } = await build(t, { rooms: () => ['team:1'] })
+  const { app, url, connected } = await build(t, { rooms: () => ['team:1'], limits: { binaryAttachments: 1 } })
   const { socket: watcher } = await connected('watcher')
 
   interface Case { name: string, frames: Frame[], answer?: (raw: RawClient) => Promise<void> }
@@ -425,5 +424,5 @@ t.test('connectTimeout: 10 s by default; a transport that never authenticates is
 })
 
 t.test('no unhandledRejection or uncaughtException in this file', async (t) => {
-  t.same(faults.map((f) => `${f.kind}: ${String((f.error as Error)?.stack ?? f.error)}`), [])
+  t.same(await faults.since(), [])
 })

@@ -2,12 +2,11 @@ import t from 'tap'
 import fastifyRedis from '@fastify/redis'
 import { Redis } from 'ioredis'
 import { RedisHistoryStore, type ReadResult } from '../src/index.js'
-import { build, collect, flush, request, tokenFor, uniq, until, waitFor } from './helper.js'
+import { build, collect, flush, processFaults, request, tokenFor, uniq, until, waitFor } from './helper.js'
 import { durableRedis } from './history/redis-server.js'
 import { ownRedis, redisOptions } from './redis-helper.js'
 
-const rejections: unknown[] = []
-process.on('unhandledRejection', (reason) => { rejections.push(reason) })
+const faults = processFaults()
 
 t.test('Redis store: shared gap-free seq across instances, flush gives a new epoch', async (t) => {
   const options = redisOptions(t)
@@ -192,5 +191,5 @@ t.test('Redis store: a payload that cannot be encoded rejects and leaves the log
 })
 
 t.test('no unhandled rejections', async (t) => {
-  t.same(rejections, [])
+  t.same(await faults.since(), [])
 })

@@ -1,16 +1,21 @@
 // The incident dashboard example (examples/incidents) run as two nodes: two instances of the
 // real app in this process, on their own ports, sharing one Redis key prefix (data, fan-out and
 // event log), with real socket.io-client clients and real HTTP calls.
-import type { AddressInfo } from 'node:net'
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer, type AddressInfo } from 'node:net'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import t from 'tap'
 import { io as ioClient, type Socket } from 'socket.io-client'
-import { flush, importExample, request, waitFor, type ReadyPayload } from './helper.js'
+import { flush, importExample, request, until, waitFor, type ReadyPayload, type Teardown } from './helper.js'
 import { redisOptions } from './redis-helper.js'
 
 type IncidentsExample = typeof import('../examples/incidents/app.js')
 const { buildIncidentsApp } = await importExample<IncidentsExample>('examples/incidents/app.ts')
 
-interface Teardown { teardown: (fn: () => unknown) => void }
 interface Seen { event: string, payload: any, meta: any }
 interface Position { seq: number, epoch: string }
 
@@ -114,6 +119,10 @@ t.test('a team member on node 1 receives what is done on node 2, outsiders nothi
 
   const health = await node1.app.inject('/health/realtime')
   t.match(health.json(), { history: { store: 'redis', ok: true }, cluster: { nodes: 2 } })
+  const metrics = await node1.app.inject('/metrics')
+  t.equal(metrics.statusCode, 200)
+  t.match(metrics.body, /^realtime_connections \d+$/m, 'GET /metrics shows the plugin\'s metrics')
+  t.match(metrics.body, /^realtime_handshakes_total\{result="ok"\} [1-9]/m, 'handshakes on this node are counted')
 })
 
 t.test('the data is shared: what one node changed, the other refuses to change again', async (t) => {
@@ -270,4 +279,100 @@ t.test('a client that drops off node 1 catches up on node 2 with since', async (
     ['incident:note_added', { incidentId: incident.id, teamId: 'payments', note: note.body, version: 3 }, since.seq + 2, true]
   ], 'replayed from the shared log before ready')
   t.same(back.ready.positions['team:payments'], { seq: since.seq + 2, epoch: since.epoch })
+})
+
+t.test('an edit is incident:updated, to the team and incidents:all; an empty or unknown change is refused', async (t) => {
+  const { node1, node2 } = await twoNodes(t)
+  const bob = await node1.connect('bob')
+  const alice = await node2.connect('alice')
+  t.match(await request(alice.socket, 'realtime:subscribe', { scope: 'incidents:all' }), { ok: true })
+  const { body: incident } = await node2.call('bob', 'POST', '/api/teams/payments/incidents', { title: 'Slow refunds', severity: 'sev3' })
+  const edited = await node2.call('bob', 'PATCH', `/api/incidents/${incident.id}`, { title: 'Refunds stuck', severity: 'sev2' })
+  t.equal(edited.status, 200)
+  t.match(edited.body, { title: 'Refunds stuck', severity: 'sev2', status: 'open', version: 2 })
+  t.equal((await node1.call('bob', 'PATCH', `/api/incidents/${incident.id}`, { severity: 'sev1' })).body.title, 'Refunds stuck', 'one field at a time')
+  for (const body of [{}, { title: '' }, { severity: 'sev9' }, { status: 'resolved' }]) {
+    t.equal((await node1.call('bob', 'PATCH', `/api/incidents/${incident.id}`, body)).status, 400, JSON.stringify(body))
+  }
+  t.equal((await node1.call('carol', 'PATCH', `/api/incidents/${incident.id}`, { title: 'mine now' })).status, 404, 'not her team')
+  const got = await bob.received(3)
+  t.same(got.map((e) => [e.event, e.payload.incident.title, e.payload.incident.severity]),
+    [['incident:created', 'Slow refunds', 'sev3'], ['incident:updated', 'Refunds stuck', 'sev2'], ['incident:updated', 'Refunds stuck', 'sev1']])
+  t.same((await alice.received(3)).map((e) => [e.event, e.meta.scope]), [
+    ['incident:created', 'incidents:all'], ['incident:updated', 'incidents:all'], ['incident:updated', 'incidents:all']
+  ])
+})
+
+t.test('who is looking at a team, across the nodes; admins may look at any team', async (t) => {
+  const { node1, node2 } = await twoNodes(t)
+  const bob = await node1.connect('bob')
+  const alice = await node2.connect('alice')
+  const carol = await node2.connect('carol')
+  t.match(await request(alice.socket, 'realtime:subscribe', { scope: 'team:payments' }), { ok: true }, 'an admin looks at a team')
+  t.match(await request(carol.socket, 'realtime:subscribe', { scope: 'team:payments' }), { ok: false, error: { code: 'FORBIDDEN' } })
+  await until(async () => (await node1.app.realtime.presence('team:payments')).count === 2, 'bob and alice present')
+  const snapshot = await request(bob.socket, 'realtime:presence', { scope: 'team:payments' })
+  t.match(snapshot, { ok: true, count: 2 })
+  t.same(snapshot.users.map((u: { info: unknown }) => u.info).sort((a: any, b: any) => a.id.localeCompare(b.id)),
+    [{ id: 'alice', name: 'Alice', role: 'admin' }, { id: 'bob', name: 'Bob', role: 'member' }], 'name and role, nothing else')
+  t.match(await request(carol.socket, 'realtime:presence', { scope: 'team:payments' }), { ok: false, error: { code: 'FORBIDDEN' } })
+})
+
+t.test('the dashboard page and what it asks for', async (t) => {
+  const redis = redisOptions(t)
+  const missing = join(tmpdir(), `no-such-bundle-${Date.now()}.js`)
+  const app = await buildIncidentsApp({ redis: { ...redis }, clientScript: missing })
+  t.teardown(() => app.close())
+  const page = await app.inject('/')
+  t.equal(page.statusCode, 200)
+  t.match(page.headers['content-type'], 'text/html')
+  t.match(page.body, '<script src="/fastify-realtime.js"></script>')
+  const files: Array<[string, string]> = [['/dashboard.js', 'text/javascript'], ['/view.js', 'text/javascript'], ['/dashboard.css', 'text/css'], ['/favicon.svg', 'image/svg+xml']]
+  for (const [path, type] of files) {
+    const res = await app.inject(path)
+    t.same([res.statusCode, String(res.headers['content-type']).split(';')[0]], [200, type], path)
+  }
+  const bundle = await app.inject('/fastify-realtime.js')
+  t.equal(bundle.statusCode, 503, 'without a built client the page says what to do')
+  t.match(bundle.body, 'run npm run build')
+  const users = (await app.inject('/api/demo-users')).json().users
+  t.same(users.map((u: { id: string, teams: string[] }) => [u.id, u.teams]), [['alice', []], ['bob', ['Payments']], ['carol', ['Search']], ['dave', []]])
+  const token = (await app.inject('/api/demo-token?user=bob')).json().token
+  const me = await app.inject({ url: '/api/me', headers: { authorization: `Bearer ${token}` } })
+  t.same(me.json(), { user: { id: 'bob', name: 'Bob', role: 'member' }, teams: [{ id: 'payments', name: 'Payments' }] })
+  t.equal((await app.inject('/api/me')).statusCode, 401)
+})
+
+t.test('watch.ts says plainly when no server answers, before and after it was connected', async (t) => {
+  const tsx = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url))
+  const script = fileURLToPath(new URL('../examples/incidents/watch.ts', import.meta.url))
+  const watch = (url: string): { child: ReturnType<typeof spawn>, lines: string[], printed: (pattern: RegExp, what: string) => Promise<void> } => {
+    const child = spawn(tsx, [script, 'bob', url], { stdio: ['ignore', 'pipe', 'pipe'] })
+    t.teardown(() => { if (child.exitCode === null) child.kill() })
+    const lines: string[] = []
+    createInterface({ input: child.stdout! }).on('line', (line) => { lines.push(line) })
+    createInterface({ input: child.stderr! }).on('line', (line) => { lines.push(line) })
+    const printed = async (pattern: RegExp, what: string): Promise<void> => {
+      await until(() => lines.some((line) => pattern.test(line)), `${what}; printed so far: ${JSON.stringify(lines)}`, 30_000)
+    }
+    return { child, lines, printed }
+  }
+
+  // a port nothing listens on: taken, then given back
+  const probe = createServer()
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve))
+  const { port } = probe.address() as AddressInfo
+  await new Promise((resolve) => probe.close(resolve))
+  const nobody = watch(`http://127.0.0.1:${port}`)
+  const [code] = await once(nobody.child, 'exit')
+  t.equal(code, 1, 'it exits with an error')
+  t.match(nobody.lines.join('\n'), `No incidents server answers at http://127.0.0.1:${port}`)
+
+  const node1 = await startNode(t, redisOptions(t))
+  const live = watch(node1.url)
+  await live.printed(/^ready as bob in /, 'ready')
+  await node1.app.close()
+  await live.printed(/^disconnected \(transport close\); reconnecting/, 'the disconnect')
+  await live.printed(new RegExp(`^cannot reach the server at ${node1.url.replace(/\./g, '\\.')} \\(.+\\); retrying`), 'the failed reconnects')
+  t.notOk(live.lines.some((line) => line.startsWith('connect_error')), 'no bare connect_error')
 })

@@ -2,16 +2,19 @@
 // members of the request's program, and a member who was away catches up with `since`. Real
 // socket.io-client clients against the real app on a real port, once with the memory store and
 // once with the event log in the shared Redis.
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { io as ioClient, type Socket } from 'socket.io-client'
-import { flush, importExample, request, waitFor, type ReadyPayload } from './helper.js'
+import { flush, importExample, request, until, waitFor, type ReadyPayload, type Teardown } from './helper.js'
 import { redisOptions } from './redis-helper.js'
 
 type ProgramsExample = typeof import('../examples/programs/app.js')
 const { buildProgramsApp } = await importExample<ProgramsExample>('examples/programs/app.ts')
 
-interface Teardown { teardown: (fn: () => unknown) => void }
 interface Seen { event: string, payload: any, meta: any }
 interface Position { seq: number, epoch: string }
 /** The `t` a subtest callback gets. */
@@ -281,4 +284,40 @@ t.test('GET /api/programs lists the programs of the signed-in user', async (t) =
   const { call } = await start(t)
   t.same((await call('alice', 'GET', '/api/programs')).body, { programs: [{ id: 'apollo', name: 'Apollo' }, { id: 'gemini', name: 'Gemini' }] })
   t.same((await call('dave', 'GET', '/api/programs')).body, { programs: [] })
+})
+
+t.test('client.ts runs as a script: live events, Enter to go offline, changes meanwhile replayed on the way back', async (t) => {
+  const { url, call } = await start(t)
+  const tsx = fileURLToPath(new URL('../node_modules/.bin/tsx', import.meta.url))
+  const script = fileURLToPath(new URL('../examples/programs/client.ts', import.meta.url))
+  const child = spawn(tsx, [script, 'bob', url], { stdio: ['pipe', 'pipe', 'inherit'] })
+  t.teardown(() => { if (child.exitCode === null) child.kill() })
+  const lines: string[] = []
+  createInterface({ input: child.stdout! }).on('line', (line) => { lines.push(line) })
+  const printed = async (pattern: RegExp, what: string): Promise<void> => {
+    await until(() => lines.some((line) => pattern.test(line)), `${what}; printed so far: ${JSON.stringify(lines)}`, 30_000)
+  }
+
+  await printed(/^ready as bob in user:bob, program:apollo/, 'ready')
+  const { body: live } = await call('alice', 'POST', '/api/programs/apollo/requests', { title: 'Seen live' })
+  await printed(/^request:created by alice: .*Seen live/, 'the live event')
+
+  child.stdin!.write('\n')
+  await printed(/^offline$/, 'offline after Enter')
+  await call('alice', 'POST', `/api/requests/${live.id}/status`, { status: 'in_progress' })
+  await call('alice', 'POST', '/api/programs/apollo/requests', { title: 'Made while away' })
+  t.equal(child.exitCode, null, 'the script is still running while offline')
+
+  child.stdin!.write('\n')
+  await printed(/^request:created by alice \(replayed\): .*Made while away/, 'the second missed event, replayed')
+  const back = lines.slice(lines.indexOf('offline'))
+  const changed = back.findIndex((line) => /^request:status_changed by alice \(replayed\)/.test(line))
+  const created = back.findIndex((line) => /^request:created by alice \(replayed\): .*Made while away/.test(line))
+  const ready = back.findIndex((line) => line.startsWith('ready as bob'))
+  t.ok(changed > 0 && changed < created, 'the missed events come back in order')
+  t.ok(created < ready, 'before ready')
+
+  child.stdin!.end()
+  const [code] = await once(child, 'exit')
+  t.equal(code, 0, 'the end of its input quits it')
 })

@@ -3,7 +3,7 @@
 import type { AddressInfo } from 'node:net'
 import t from 'tap'
 import { io as ioClient, type Socket } from 'socket.io-client'
-import { flush, importExample, waitFor, type ReadyPayload } from './helper.js'
+import { flush, importExample, waitFor, type ReadyPayload, type Teardown } from './helper.js'
 import { buildBrowserBundle } from './client-helper.js'
 
 type TasksExample = typeof import('../examples/tasks/app.js')
@@ -11,7 +11,6 @@ const { buildTasksApp } = await importExample<TasksExample>('examples/tasks/app.
 const clientScript = await buildBrowserBundle(t)
 
 interface Task { id: string, title: string, status: string, boardId: string, updatedAt: number }
-interface Teardown { teardown: (fn: () => unknown) => void }
 
 async function start (t: Teardown) {
   const app = await buildTasksApp({ clientScript })

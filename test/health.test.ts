@@ -2,11 +2,12 @@ import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { MemoryHistoryStore, type HistoryStore } from '../src/index.js'
 import { poll } from './cluster-helper.js'
-import { build, waitFor } from './helper.js'
-import { ownRedis, REDIS_HOST } from './redis-helper.js'
+import { build, processFaults, waitFor, type Teardown } from './helper.js'
+import type { Redis } from 'ioredis'
+import { ManualClock } from './clock.js'
+import { ownRedis, redisClient, REDIS_HOST } from './redis-helper.js'
 
-const rejections: unknown[] = []
-process.on('unhandledRejection', (reason) => { rejections.push(reason) })
+const faults = processFaults()
 
 interface Health {
   websocket: { enabled: boolean, connections: number }
@@ -32,7 +33,7 @@ async function connectionsReach (url: string, want: number): Promise<number> {
 }
 
 /** A store that keeps events in memory and answers ping() as told. */
-function storeWithPing (t: { teardown: (fn: () => unknown) => void }, kind: string, ping: HistoryStore['ping']): HistoryStore {
+function storeWithPing (t: Teardown, kind: string, ping: HistoryStore['ping']): HistoryStore {
   const inner = new MemoryHistoryStore()
   t.teardown(() => inner.close())
   return {
@@ -176,7 +177,98 @@ t.test('with redis configured, health is 503 while Redis is unreachable, whateve
   t.pass('every combination is healthy again by itself')
 })
 
+t.test('health.routeOptions are merged into the route: onRequest auth, logLevel, config', async (t) => {
+  const lines: string[] = []
+  const { url } = await build(t, {
+    health: {
+      routeOptions: {
+        logLevel: 'warn',
+        config: { probe: true },
+        onRequest: async (request, reply) => {
+          if (request.headers['x-probe-key'] !== 'k3y') return await reply.code(401).send({ error: 'probe key required' })
+          t.same(request.routeOptions.config, { probe: true, url: '/health/realtime', method: 'GET' }, 'the config reaches the route')
+        }
+      }
+    }
+  }, { fastify: { logger: { level: 'info', stream: { write: (line: string) => { lines.push(line) } } } } })
+  t.equal((await fetch(`${url}/health/realtime`)).status, 401, 'no key: refused by the app\'s onRequest')
+  const res = await fetch(`${url}/health/realtime`, { headers: { 'x-probe-key': 'k3y' } })
+  t.equal(res.status, 200)
+  t.same(((await res.json()) as Health).websocket, { enabled: true, connections: 0 })
+  t.notOk(lines.some((line) => line.includes('/health/realtime')), 'logLevel warn: no request lines for the probe')
+})
+
+t.test('health.details: false shows only websocket, and the status code still tells', async (t) => {
+  const { url } = await build(t, { health: { details: false } })
+  const ok = await fetch(`${url}/health/realtime`)
+  t.equal(ok.status, 200)
+  t.same(await ok.json(), { websocket: { enabled: true, connections: 0 } })
+  const failing = await build(t, { health: { details: false }, history: { store: storeWithPing(t, 'custom', () => false) } })
+  const down = await fetch(`${failing.url}/health/realtime`)
+  t.equal(down.status, 503)
+  t.same(await down.json(), { websocket: { enabled: true, connections: 0 } }, 'no store name, no node id')
+})
+
+t.test('health.cacheMs: the checks run once per period, on the plugin clock; live counts are never cached', async (t) => {
+  const clock = new ManualClock()
+  let pings = 0
+  const store = storeWithPing(t, 'counted', async () => { pings++; return true })
+  const { url, connected } = await build(t, { clock, history: { store } })
+  await Promise.all(Array.from({ length: 100 }, async () => await health(url)))
+  t.equal(pings, 1, '100 probes at once: one ping')
+  await connected('u1')
+  t.equal((await health(url)).body.websocket.connections, 1, 'connections are live')
+  t.equal(pings, 1, 'still cached')
+  clock.advance(999)
+  await health(url)
+  t.equal(pings, 1, 'within the period')
+  clock.advance(1)
+  await health(url)
+  t.equal(pings, 2, 'after 1000 ms, checked again')
+
+  const uncached = await build(t, { clock, health: { cacheMs: 0 }, history: { store: storeWithPing(t, 'every', async () => { pings++; return true }) } })
+  pings = 0
+  for (let i = 0; i < 3; i++) await health(uncached.url)
+  t.equal(pings, 3, 'cacheMs 0: every request checks')
+})
+
+/** Calls per command on a Redis, from INFO commandstats. */
+async function commandCalls (client: Redis): Promise<Map<string, number>> {
+  const info = await client.info('commandstats')
+  const calls = new Map<string, number>()
+  for (const [, name, n] of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) calls.set(name!, Number(n))
+  return calls
+}
+
+t.test('a storm of 1,000 probes costs Redis a handful of commands (INFO commandstats on a Redis of the test\'s own)', async (t) => {
+  const redis = await ownRedis(t)
+  const clock = new ManualClock()
+  const { url } = await build(t, {
+    clock,
+    redis: { host: REDIS_HOST, port: redis.port, keyPrefix: 'storm:' },
+    cluster: { heartbeatMs: 10_000, nodeTtlMs: 30_000 }
+  })
+  const probe = redisClient(t, redis.port)
+  const before = await commandCalls(probe)
+  for (let round = 0; round < 20; round++) {
+    const answers = await Promise.all(Array.from({ length: 50 }, async () => await health(url)))
+    t.ok(answers.every((a) => a.status === 200 && a.body.cluster?.nodes === 1), `round ${round}: 50 healthy answers with the cluster figures`, { diagnostic: false })
+  }
+  const after = await commandCalls(probe)
+  const spent = (from: Map<string, number>, to: Map<string, number>, name: string): number => (to.get(name) ?? 0) - (from.get(name) ?? 0)
+  const listed = (from: Map<string, number>, to: Map<string, number>): string => [...to.keys()].filter((n) => n !== 'info' && spent(from, to, n) > 0).map((n) => `${n} ${spent(from, to, n)}`).join(', ')
+  // commandstats also counts the commands a script runs (the cluster counts are one EVAL of TIME, ZRANGEBYSCORE, HMGET)
+  t.comment(`commands for 1,000 probes: ${listed(before, after)}`)
+  t.equal(spent(before, after, 'ping'), 2, 'one PING for the Redis connection, one for the history store')
+  // the heartbeat (every 10 s) may land in the storm too: one more script
+  t.ok(spent(before, after, 'eval') + spent(before, after, 'evalsha') <= 2, 'the cluster figures read once (a heartbeat at most besides)')
+
+  clock.advance(1000)
+  await health(url)
+  const next = await commandCalls(probe)
+  t.equal(spent(after, next, 'ping'), 2, 'once the period is over, the next probe checks again')
+})
+
 t.test('no unhandled rejections in this file', async (t) => {
-  await new Promise((resolve) => setImmediate(resolve))
-  t.same(rejections, [])
+  t.same(await faults.since(), [])
 })

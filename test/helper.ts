@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { createSigner } from 'fast-jwt'
 import { io as ioClient, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client'
-import realtime, { type FastifyRealtimeOptions } from '../src/index.js'
+import realtime, { type FastifyRealtimeOptions, type PresenceDiff } from '../src/index.js'
 
 export const SECRET = 'test-secret-for-fastify-realtime-0123456789'
 
@@ -24,7 +24,8 @@ export function uniq (label = 't'): string {
   return `${label}-${randomUUID().slice(0, 8)}`
 }
 
-interface Teardown {
+/** What a helper needs from a test to clean up after it: tap's `t`, or any subtest's. */
+export interface Teardown {
   teardown: (fn: () => unknown) => void
 }
 
@@ -115,6 +116,13 @@ export function collect (socket: Socket, event: string): Array<[unknown, any]> {
   return seen
 }
 
+/** Every `realtime:presence_diff` a socket receives from now on. */
+export function diffsOf (socket: Socket): PresenceDiff[] {
+  const seen: PresenceDiff[] = []
+  socket.on('realtime:presence_diff', (diff: PresenceDiff) => { seen.push(diff) })
+  return seen
+}
+
 /** A round trip through the server: everything the server sent this socket before it has arrived. */
 export async function flush (socket: Socket): Promise<void> {
   await request(socket, 'realtime:unsubscribe', { scope: 'flush:x' })
@@ -125,23 +133,14 @@ let examplesResolveToSrc = false
 /**
  * Imports an example (path from the repo root, e.g. 'examples/tasks/app.ts') with its
  * `import … from 'fastify-realtime'` resolved to src/ (the code under test) instead of dist/:
- * the test then needs no build and cannot pass or fail on a stale one. A module resolve hook,
- * registered once per test process, maps the package's self-reference.
+ * the test then needs no build and cannot pass or fail on a stale one. A module resolve hook
+ * (test/fixtures/src-package.mjs), registered once per test process, maps the package's self-reference.
  */
 export async function importExample<T> (path: string): Promise<T> {
   if (!examplesResolveToSrc) {
     examplesResolveToSrc = true
     const { register } = await import('node:module')
-    const targets = {
-      'fastify-realtime': new URL('../src/index.ts', import.meta.url).href,
-      'fastify-realtime/client': new URL('../src/client/index.ts', import.meta.url).href
-    }
-    const hook = `const targets = ${JSON.stringify(targets)}
-export async function resolve (specifier, context, next) {
-  const url = targets[specifier]
-  return url === undefined ? next(specifier, context) : { url, shortCircuit: true }
-}`
-    register(`data:text/javascript,${encodeURIComponent(hook)}`)
+    register(new URL('./fixtures/src-package.mjs', import.meta.url))
   }
   return await import(new URL(`../${path}`, import.meta.url).href) as T
 }
@@ -202,5 +201,35 @@ export async function within<T> (promise: Promise<T>, ms: number, what: string):
     return await Promise.race([promise, late])
   } finally {
     clearTimeout(timer)
+  }
+}
+
+/** What `processFaults()` has seen, for the checks that nothing went unhandled. */
+export interface Faults {
+  /** How many so far: pass it to `since` later to see only what came after. */
+  readonly count: number
+  /** Each fault after the first `from`, as `kind: stack`, once pending rejections have surfaced. */
+  since: (from?: number) => Promise<string[]>
+}
+
+/**
+ * Collects every `unhandledRejection` of this test process from now on (and, with
+ * `uncaughtExceptions`, every uncaught exception, which then no longer ends the process), so that
+ * a file can check none happened: `t.same(await faults.since(), [])`. Call it once, at the top of a file.
+ */
+export function processFaults (opts: { uncaughtExceptions?: boolean } = {}): Faults {
+  const seen: string[] = []
+  const record = (kind: string) => (error: unknown): void => {
+    seen.push(`${kind}: ${String((error as Error | undefined)?.stack ?? error)}`)
+  }
+  process.on('unhandledRejection', record('unhandledRejection'))
+  if (opts.uncaughtExceptions === true) process.on('uncaughtException', record('uncaughtException'))
+  return {
+    get count () { return seen.length },
+    async since (from = 0) {
+      // 'unhandledRejection' is emitted after the microtasks of a turn: let two turns pass first
+      for (let i = 0; i < 2; i++) await new Promise((resolve) => setImmediate(resolve))
+      return seen.slice(from)
+    }
   }
 }

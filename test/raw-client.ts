@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { Socket as NetSocket } from 'node:net'
 import WebSocket from 'ws'
-import { until, within } from './helper.js'
+import { until, within, type Teardown } from './helper.js'
 
 /**
  * Speaks the Engine.IO v4 / Socket.IO v5 wire protocol over a bare `ws` WebSocket, so tests can
@@ -193,6 +193,16 @@ export class RawClient {
   }
 }
 
+/** Every ACK frame `raw` receives from now on, as `[ack id, first argument]`, in the order they come. */
+export function acks (raw: RawClient): Array<[number, any]> {
+  const seen: Array<[number, any]> = []
+  raw.ws.on('message', (data, isBinary) => {
+    const match = isBinary ? null : /^43(\d+)(\[.*)$/s.exec(data.toString())
+    if (match !== null) seen.push([Number(match[1]), (JSON.parse(match[2]!) as unknown[])[0]])
+  })
+  return seen
+}
+
 function toBuffer (data: WebSocket.RawData): Buffer {
   if (Buffer.isBuffer(data)) return data
   if (Array.isArray(data)) return Buffer.concat(data)
@@ -219,7 +229,7 @@ export interface OpenRawOptions {
  * open packet. Rejects with HandshakeRefused when the upgrade gets an HTTP answer instead.
  * The socket is terminated at teardown.
  */
-export function openRaw (t: { teardown: (fn: () => unknown) => void }, url: string, opts: OpenRawOptions = {}): Promise<RawClient> {
+export function openRaw (t: Teardown, url: string, opts: OpenRawOptions = {}): Promise<RawClient> {
   const target = `${url.replace(/^http/, 'ws')}${opts.path ?? '/socket.io/'}?EIO=4&transport=websocket`
   const ws = new WebSocket(target, { perMessageDeflate: false, headers: opts.headers })
   t.teardown(() => { ws.terminate() })

@@ -2,11 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
 import { Redis } from 'ioredis'
-import { uniq } from './helper.js'
-
-interface Teardown {
-  teardown: (fn: () => unknown) => void
-}
+import { uniq, type Teardown } from './helper.js'
 
 export const REDIS_HOST = '127.0.0.1'
 export const REDIS_PORT = Number(process.env.REDIS_PORT ?? 6379)

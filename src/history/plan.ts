@@ -1,4 +1,4 @@
-import { isPosition, type Position } from '../protocol.js'
+import type { Position } from '../protocol.js'
 import type { ReadResult, StoredEvent } from './store.js'
 
 /** One generation of a scope's log as a store holds it, oldest event first. */
@@ -60,7 +60,6 @@ export function emptyPosition (ctx: ReadContext): Position {
  * Shared by every store so they all keep one promise: every missed event, or a reason.
  */
 export function planRead (log: LogView | undefined, since: Position, ctx: ReadContext): ReadResult {
-  if (!isPosition(since)) return { ok: false, reason: 'epoch' }
   const [storeId, takenAt] = parseEpoch(since.epoch)
   // A position taken while the scope had no log ({ seq: 0 } with a time-stamped epoch) has
   // seen nothing, and missed nothing, as long as no generation can have begun and been lost

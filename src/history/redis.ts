@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis'
 import { FST_REALTIME_INVALID_PAYLOAD } from '../errors.js'
 import type { Position } from '../protocol.js'
 import { emptyPosition, keepFor, planRead, type LogView, type ReadContext } from './plan.js'
-import type { HistoryEntry, HistoryStore, ReadResult, StoredEvent } from './store.js'
+import type { HistoryEntry, HistoryStore, OnceResult, ReadResult, StoredEvent } from './store.js'
 
 export interface RedisHistoryOptions {
   /** Seconds an event stays replayable. @default 300 */
@@ -19,9 +19,12 @@ export interface RedisHistoryOptions {
 //                 (see LogView.floor); expires `keep` after the newest append
 //   rt:l:<scope>  list of "<seq>:<stored ms>:<json entry>", oldest first, at most `max`;
 //                 expires `ttl` after the newest append
+//   rt:o:<scope>:<key>  an idempotency key used for the scope: "<store ms it ends>:<seq>:<epoch>:
+//                 <json of the entry's id, at and by>"; expires `ttl` after that append
 const ID_KEY = 'rt:id'
 const metaKey = (scope: string): string => `rt:m:${scope}`
 const logKey = (scope: string): string => `rt:l:${scope}`
+const onceKey = (scope: string, key: string): string => `rt:o:${scope}:${key}`
 
 /** Past this many scopes with unstored broadcasts, the store takes a new identity instead of listing them. */
 const MAX_LOST_SCOPES = 10_000
@@ -57,9 +60,9 @@ end
 
 // Sequence, epoch, append, trim and expiry in one atomic step. The position goes on while the
 // scope was used within `keep`, even after its events have expired; otherwise a new generation
-// begins (new epoch).
+// begins (new epoch). Follows clockAndId; leaves `seq` and `epoch` set.
 // KEYS: meta, log, id. ARGV: now|-1, entry json, max, ttl ms, keep ms.
-const APPEND = `${clockAndId('KEYS[3]')}${NEXT_START}
+const APPEND_STEP = `${NEXT_START}
 local ttl = tonumber(ARGV[4])
 local keep = tonumber(ARGV[5])
 local m = redis.call('HMGET', KEYS[1], 'seq', 'epoch', 'started', 'last')
@@ -88,6 +91,25 @@ redis.call('RPUSH', KEYS[2], seq .. ':' .. now .. ':' .. ARGV[2])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
 redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('PEXPIRE', KEYS[2], ttl)
+`
+
+const APPEND = `${clockAndId('KEYS[3]')}${APPEND_STEP}
+return { seq, epoch }
+`
+
+// APPEND once per idempotency key (KEYS[4]): a key used within the ttl (on the store's clock)
+// appends nothing and answers { 'once', "<seq>:<epoch>:<json>" }; otherwise the key is set in the
+// same atomic step.
+// KEYS: meta, log, id, once. ARGV: as APPEND, then the json of the entry's id, at and by.
+const APPEND_ONCE = `${clockAndId('KEYS[3]')}
+local first = redis.call('GET', KEYS[4])
+if first then
+  local sep = string.find(first, ':', 1, true)
+  local ends = sep and tonumber(string.sub(first, 1, sep - 1))
+  if ends and ends > now then return { 'once', string.sub(first, sep + 1) } end
+end
+${APPEND_STEP}
+redis.call('SET', KEYS[4], (now + ttl) .. ':' .. seq .. ':' .. epoch .. ':' .. ARGV[6], 'PX', ttl)
 return { seq, epoch }
 `
 
@@ -117,8 +139,21 @@ type Snapshot = [string, string, string, string, string, string, string, string[
 
 interface ScriptedClient extends Redis {
   realtimeAppend: (meta: string, log: string, id: string, now: number, entry: string, max: number, ttlMs: number, keepMs: number) => Promise<[number, string]>
+  realtimeAppendOnce: (meta: string, log: string, id: string, once: string, now: number, entry: string, max: number, ttlMs: number, keepMs: number, origin: string) => Promise<[number, string] | ['once', string]>
   realtimeDrop: (numKeys: number, ...keysThenArgs: Array<string | number>) => Promise<number>
   realtimeSnapshot: (meta: string, log: string, id: string, now: number, withEvents: 0 | 1) => Promise<Snapshot>
+}
+
+/** What an idempotency key holds (see APPEND_ONCE): the first entry's place, id, time and `by`. */
+function parseOnce (raw: string): OnceResult {
+  const first = raw.indexOf(':')
+  const second = first < 0 ? -1 : raw.indexOf(':', first + 1)
+  const seq = Number(raw.slice(0, first))
+  const origin = second < 0 ? null : JSON.parse(raw.slice(second + 1)) as OnceResult['first']
+  if (!Number.isSafeInteger(seq) || typeof origin?.id !== 'string' || typeof origin.at !== 'number') {
+    throw new Error('An idempotency key in Redis holds something unreadable')
+  }
+  return { seq, epoch: raw.slice(first + 1, second), first: origin }
 }
 
 /** A meta hash that cannot be read: nothing in it can be trusted, so no read is ok. */
@@ -146,7 +181,7 @@ function parseEntry (raw: string): { storedAt: number, stored: StoredEvent } | u
   if (typeof entry !== 'object' || entry === null) return undefined
   const { id, event, at, by } = entry as Partial<HistoryEntry>
   if (typeof id !== 'string' || typeof event !== 'string' || typeof at !== 'number' ||
-      (by !== undefined && typeof by !== 'string' && typeof by !== 'number')) return undefined
+      (by !== undefined && typeof by !== 'string' && typeof by !== 'number' && (by === null || typeof by !== 'object' || Array.isArray(by)))) return undefined
   return { storedAt, stored: { ...(entry as HistoryEntry), seq } }
 }
 
@@ -190,6 +225,7 @@ export class RedisHistoryStore implements HistoryStore {
   attach (client: Redis): void {
     this.#client?.off('ready', this.#onReady)
     client.defineCommand('realtimeAppend', { numberOfKeys: 3, lua: APPEND })
+    client.defineCommand('realtimeAppendOnce', { numberOfKeys: 4, lua: APPEND_ONCE })
     client.defineCommand('realtimeDrop', { lua: DROP })
     client.defineCommand('realtimeSnapshot', { numberOfKeys: 3, lua: SNAPSHOT })
     client.on('ready', this.#onReady)
@@ -197,6 +233,15 @@ export class RedisHistoryStore implements HistoryStore {
   }
 
   async append (scope: string, entry: HistoryEntry): Promise<Position> {
+    return await this.#append(scope, entry, undefined)
+  }
+
+  /** `append`, once per `key` and scope within the ttl, for every node sharing this Redis. */
+  async appendOnce (scope: string, entry: HistoryEntry, key: string): Promise<OnceResult> {
+    return await this.#append(scope, entry, key)
+  }
+
+  async #append (scope: string, entry: HistoryEntry, key: string | undefined): Promise<OnceResult> {
     const client = this.#use()
     let json: string
     try {
@@ -207,9 +252,15 @@ export class RedisHistoryStore implements HistoryStore {
     }
     try {
       if (this.#recovering !== null || this.#hasLost()) await this.#recover(client)
-      const [seq, epoch] = await client.realtimeAppend(
-        metaKey(scope), logKey(scope), ID_KEY, this.#clock(), json, this.#max, this.#ttlMs, this.#keepMs)
-      return { seq: Number(seq), epoch }
+      if (key === undefined) {
+        const [seq, epoch] = await client.realtimeAppend(
+          metaKey(scope), logKey(scope), ID_KEY, this.#clock(), json, this.#max, this.#ttlMs, this.#keepMs)
+        return { seq: Number(seq), epoch }
+      }
+      const origin = JSON.stringify(entry.by === undefined ? { id: entry.id, at: entry.at } : { id: entry.id, at: entry.at, by: entry.by })
+      const answer = await client.realtimeAppendOnce(
+        metaKey(scope), logKey(scope), ID_KEY, onceKey(scope, key), this.#clock(), json, this.#max, this.#ttlMs, this.#keepMs, origin)
+      return answer[0] === 'once' ? parseOnce(answer[1]) : { seq: Number(answer[0]), epoch: answer[1] }
     } catch (err) {
       if (this.#lost.size < MAX_LOST_SCOPES) this.#lost.add(scope)
       else this.#lostAll = true

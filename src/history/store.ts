@@ -1,4 +1,4 @@
-import type { Position } from '../protocol.js'
+import type { EventActor, Position } from '../protocol.js'
 
 /** What `broadcast` hands a store; the store assigns `seq` and `epoch`. */
 export interface HistoryEntry {
@@ -7,12 +7,22 @@ export interface HistoryEntry {
   payload: unknown
   /** Milliseconds since the Unix epoch. */
   at: number
-  by?: string | number
+  /** Who did it: a string, a number or a small JSON object, given back as it was given. */
+  by?: EventActor
 }
 
 /** An entry as a store gives it back, with its place in the scope's log. */
 export interface StoredEvent extends HistoryEntry {
   seq: number
+}
+
+/** What `appendOnce` answers: where the entry went, or where the first entry under its key did. */
+export interface OnceResult extends Position {
+  /**
+   * Set when the key was used for the scope within the ttl: the first entry's id, time and `by`
+   * (`seq` and `epoch` are its place). Nothing was appended then.
+   */
+  first?: Pick<HistoryEntry, 'id' | 'at' | 'by'>
 }
 
 /** The outcome of reading a scope's log from a client's position. */
@@ -58,6 +68,13 @@ export interface HistoryStore {
    * rejects with it too.
    */
   append: (scope: string, entry: HistoryEntry) => Promise<Position> | Position
+  /**
+   * Optional: `append`, once per idempotency `key` and scope within the ttl, decided by the store
+   * itself, so a key is honoured by every process sharing it (the Redis store: one Lua script).
+   * A key used before appends nothing and answers with the first entry (`first`) and its place.
+   * Without it, `broadcast` remembers keys per process.
+   */
+  appendOnce?: (scope: string, entry: HistoryEntry, key: string) => Promise<OnceResult> | OnceResult
   /**
    * The events after `since`, oldest first, with `position` the scope's head, when every one of
    * them is still stored; otherwise why not: `gap` (the same log, but some expired, were

@@ -1,5 +1,5 @@
 import type { Test } from 'tap'
-import type { HistoryEntry, HistoryStore, Position, ReadResult, StoredEvent } from '../../src/index.js'
+import type { EventActor, HistoryEntry, HistoryStore, Position, ReadResult, StoredEvent } from '../../src/index.js'
 
 /** What a contract run gives the store under test: its limits and the clock to read. */
 export interface ContractStoreOptions {
@@ -22,6 +22,8 @@ export interface ContractHooks {
   lose: (store: HistoryStore, opts: ContractStoreOptions) => Promise<HistoryStore> | HistoryStore
   /** Milliseconds a scope's position outlives its newest event. @default max(ttl, 24 h) */
   keepMs?: number
+  /** The store implements `appendOnce`: check it too. */
+  appendOnce?: boolean
 }
 
 const TTL = 60
@@ -35,7 +37,7 @@ interface Harness {
   /** Advances the injected clock by `ms`. */
   advance: (ms: number) => void
   /** Appends a fresh entry (numbered `n`) and returns what the store says plus the entry. */
-  add: (scope: string, n: number, by?: string | number) => Promise<{ position: Position, entry: HistoryEntry }>
+  add: (scope: string, n: number, by?: EventActor) => Promise<{ position: Position, entry: HistoryEntry }>
   /** Loses every log through the store's `lose` hook; `store` is the one to use afterwards. */
   lose: () => Promise<void>
 }
@@ -126,6 +128,10 @@ export function storeContract (t: Test, name: string, hooks: ContractHooks): voi
     const { epoch: epochB } = await h.store.position('team:b')
     const numeric = await h.store.read('team:b', { seq: 0, epoch: epochB })
     t.match(numeric, { ok: true, events: [{ seq: 1, by: 7, payload: { n: 99 } }] }, 'a numeric by is kept')
+    const actor = { id: 'u7', name: 'Jane Ünïcødé', roles: ['admin', 'oncall'], team: { id: 42 }, away: false, note: null }
+    const c1 = await h.add('team:c', 1, actor)
+    t.same(await h.store.read('team:c', { seq: 0, epoch: c1.position.epoch }), { ok: true, events: [stored(c1.entry, 1)], position: c1.position },
+      'an object by is kept as given')
   })
 
   t.test(`${name}: read from the head returns no events`, async (t) => {
@@ -297,6 +303,29 @@ export function storeContract (t: Test, name: string, hooks: ContractHooks): voi
       }, `${scope}: each seq holds the entry its append was told`)
     }
   })
+
+  if (hooks.appendOnce === true) {
+    t.test(`${name}: appendOnce appends once per key and scope within the ttl, and answers a repeat with the first entry`, async (t) => {
+      const h = await harness(t, hooks)
+      const once = h.store.appendOnce!.bind(h.store)
+      const entry = (n: number, by?: EventActor): HistoryEntry => by === undefined
+        ? { id: `e${n}`, event: 'thing:done', payload: { n }, at: T0 + n }
+        : { id: `e${n}`, event: 'thing:done', payload: { n }, at: T0 + n, by }
+      const e1 = entry(1, { id: 'u7', name: 'Jane' })
+      const first = await once('team:a', e1, 'request-1')
+      t.same({ seq: first.seq, first: first.first }, { seq: 1, first: undefined }, 'a new key appends')
+      const again = await once('team:a', entry(2, 'someone else'), 'request-1')
+      t.same(again, { seq: 1, epoch: first.epoch, first: { id: 'e1', at: T0 + 1, by: { id: 'u7', name: 'Jane' } } }, 'a repeat answers with the first entry and its place')
+      t.same(await h.store.read('team:a', { seq: 0, epoch: first.epoch }), { ok: true, events: [stored(e1, 1)], position: { seq: 1, epoch: first.epoch } }, 'and appends nothing')
+      t.match(await once('team:a', entry(3), 'request-2'), { seq: 2, first: undefined }, 'another key appends')
+      t.match(await h.store.append('team:a', entry(4)), { seq: 3 }, 'plain appends go on in the same sequence')
+      t.match(await once('team:b', entry(5), 'request-1'), { seq: 1, first: undefined }, 'the same key for another scope appends')
+      const repeats = await Promise.all([6, 7, 8].map(async (n) => await once('team:c', entry(n), 'request-3')))
+      t.equal(repeats.filter((r) => r.first === undefined).length, 1, 'of concurrent calls with one key, one appends')
+      h.advance(TTL_MS + 1)
+      t.match(await once('team:a', entry(9), 'request-1'), { seq: 4, first: undefined }, 'past the ttl the key is forgotten')
+    })
+  }
 
   t.test(`${name}: scopes do not see each other's events or positions`, async (t) => {
     const h = await harness(t, hooks)

@@ -1,11 +1,8 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import type { Teardown } from '../helper.js'
 import { ownRedis, type OwnRedis } from '../redis-helper.js'
-
-interface Teardown {
-  teardown: (fn: () => unknown) => void
-}
 
 /** Like `OwnRedis`, but every write it acknowledged survives `kill()` and comes back at `start()`. */
 export type DurableRedis = OwnRedis

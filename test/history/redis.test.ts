@@ -1,15 +1,11 @@
 import t from 'tap'
 import { Redis } from 'ioredis'
 import { RedisHistoryStore, type HistoryEntry, type HistoryStore, type Position, type RedisHistoryOptions } from '../../src/index.js'
-import { until } from '../helper.js'
+import { until, type Teardown } from '../helper.js'
 import { deleteKeys, redisOptions, REDIS_PORT } from '../redis-helper.js'
 import { storeContract } from './contract.js'
 
 const DAY_MS = 24 * 60 * 60 * 1000
-
-interface Teardown {
-  teardown: (fn: () => unknown) => void
-}
 
 /** A client set up like the plugin's own: commands fail at once while Redis is away. */
 function pluginLikeClient (t: Teardown, options = redisOptions(t)): Redis {
@@ -55,7 +51,8 @@ storeContract(t, 'redis', {
   lose: async (store) => {
     await deleteKeys(REDIS_PORT, prefixes.get(store)!)
     return store
-  }
+  },
+  appendOnce: true
 })
 
 /** A Redis store on a connection of its own under a fresh key prefix, closed at teardown. */

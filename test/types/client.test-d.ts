@@ -8,6 +8,7 @@ import {
   RealtimeClientError,
   type ClientState,
   type ConnectOptions,
+  type PresenceState,
   type ResyncNotice
 } from 'fastify-realtime/client'
 
@@ -55,7 +56,7 @@ const position: Position | null = await client.subscribe('room:1')
 expectType(position)
 await client.unsubscribe('room:1')
 client.onResync((notice: ResyncNotice) => {
-  const reason: 'gap' | 'epoch' | 'unavailable' | 'forbidden' = notice.reason
+  const reason: 'gap' | 'epoch' | 'unavailable' | 'forbidden' | 'revoked' = notice.reason
   expectType(reason)
 })
 client.onError((error) => {
@@ -73,3 +74,15 @@ client.close()
 connect('https://api.example', { token: 42 })
 // @ts-expect-error storage needs getItem and setItem
 connect('https://api.example', { storage: { getItem: () => null } })
+
+// presence: info typed by the RealtimePresenceInfo declared in index.test-d.ts
+const offPresence = client.onPresence('team:1', (state) => {
+  expectType<PresenceState>(state)
+  expectType<number>(state.count)
+  expectType<'admin' | 'member' | undefined>(state.users[0]?.info.role)
+})
+expectType<() => void>(offPresence)
+const team = client.presence('team:1')
+expectType<PresenceState | undefined>(team)
+// @ts-expect-error the handler gets a PresenceState
+client.onPresence('team:1', (state: string) => { expectType(state) })

@@ -8,6 +8,8 @@ import realtime, {
   MemoryHistoryStore,
   type BroadcastMeta,
   type HistoryStore,
+  type PresenceDiff,
+  type PresenceSnapshot,
   type RealtimeStats
 } from 'fastify-realtime'
 
@@ -19,6 +21,10 @@ declare module 'fastify-realtime' {
     'incident:resolved': { id: string }
   }
   interface RealtimeUser {
+    role: 'admin' | 'member'
+  }
+  interface RealtimePresenceInfo {
+    id: string
     role: 'admin' | 'member'
   }
 }
@@ -40,7 +46,28 @@ await app.register(realtime, {
   preClose: (done) => { done() }
 })
 await app.register(fastifyRealtime, { history: false, health: false, rateLimit: false })
+await app.register(realtime, { io: { cors: { origin: (origin, cb) => { cb(null, origin === 'https://app.example') }, credentials: true, allowAnyOriginWithCredentials: true } } })
+await app.register(realtime, { limits: { binaryAttachments: 1, connectionsPerUser: false, refreshesPerMinute: 10 } })
+// @ts-expect-error allowAnyOriginWithCredentials is a boolean
+await app.register(realtime, { io: { cors: { origin: true, credentials: true, allowAnyOriginWithCredentials: 'yes' } } })
 
+// operations: metrics on a registry of the app's own, the hooks, the health route's options
+const registry = { registerMetric: (_metric: unknown) => {}, getSingleMetric: (_name: string) => undefined, removeSingleMetric: (_name: string) => {} }
+await app.register(realtime, {
+  metrics: { registry, prefix: 'chat_' },
+  hooks: {
+    connect: (socket) => { expectType<string>(socket.data.userId) },
+    disconnect: async (socket, reason) => { expectType<string>(reason); expectType<'admin' | 'member'>(socket.data.user.role) },
+    subscribe: (_socket, scope) => { expectType<string>(scope) },
+    unsubscribe: async () => {}
+  },
+  health: { cacheMs: 0, details: false, routeOptions: { logLevel: 'warn', onRequest: async () => {}, config: { probe: true } } }
+})
+await app.register(realtime, { metrics: true })
+// @ts-expect-error metrics.registry must be a registry
+await app.register(realtime, { metrics: { registry: {} } })
+// @ts-expect-error hooks are the four named ones
+await app.register(realtime, { hooks: { connected: () => {} } })
 // @ts-expect-error rooms must return scopes
 await app.register(realtime, { rooms: async () => 42 })
 // @ts-expect-error history.store is 'memory' | 'redis' | HistoryStore
@@ -57,8 +84,11 @@ if (meta !== null) {
 await app.broadcast('team:42', 'incident:created', { id: 1 })
 // @ts-expect-error event name not declared in RealtimeEvents
 await app.broadcast('team:42', 'incident:unknown', {})
-// @ts-expect-error opts.by is a string or number
-await app.broadcast('team:42', 'incident:resolved', { id: '1' }, { by: {} })
+await app.broadcast('team:42', 'incident:resolved', { id: '1' }, { by: { id: 'u7', name: 'Jane', roles: ['admin'] } })
+// @ts-expect-error opts.by is a string, a number or a JSON object, not a list
+await app.broadcast('team:42', 'incident:resolved', { id: '1' }, { by: ['u7'] })
+// @ts-expect-error opts.by holds JSON values only
+await app.broadcast('team:42', 'incident:resolved', { id: '1' }, { by: { at: new Date() } })
 
 app.io.on('connection', (socket) => {
   const role: 'admin' | 'member' = socket.data.user.role
@@ -79,3 +109,19 @@ const custom: HistoryStore = new MemoryHistoryStore({ ttl: 1, max: 1, now: () =>
 expectType(custom)
 const err = new FST_REALTIME_INVALID_SCOPE('x')
 expectType(err.code)
+
+await app.register(realtime, { presence: true })
+await app.register(realtime, {
+  presence: { kinds: ['team'], user: (user) => ({ id: String(user.id), role: user.role }), maxListed: 50, intervalMs: 500 }
+})
+// @ts-expect-error kinds is a list of scope kinds
+await app.register(realtime, { presence: { kinds: 'team' } })
+// @ts-expect-error presence.user answers the declared RealtimePresenceInfo
+await app.register(realtime, { presence: { user: (user) => ({ id: user.id }) } })
+const present: PresenceSnapshot = await app.realtime.presence('team:1')
+expectType<number>(present.count)
+expectType<boolean>(present.truncated)
+expectType<'admin' | 'member' | undefined>(present.users[0]?.info.role)
+const diff = {} as PresenceDiff
+expectType<string[]>(diff.leaves)
+expectType<string | undefined>(diff.joins[0]?.info.id)

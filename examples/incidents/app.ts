@@ -1,8 +1,10 @@
 // An incident dashboard backend meant to run as several nodes behind a load balancer.
 //
 // Each team sees its own incidents live (`team:<id>`, from the user's memberships); admins may
-// also subscribe to `incidents:all`, which `canSubscribe` grants to them only. Every route
-// broadcasts its change to the owning team and to `incidents:all` (a reassignment to both teams).
+// also subscribe to `incidents:all` and to any team, which `canSubscribe` grants to them only.
+// Every route broadcasts its change to the owning team and to `incidents:all` (a reassignment to
+// both teams). Presence shows who is looking at each team. The dashboard page (public/) is served
+// at `/`.
 //
 // Redis does three jobs here, all through one `@fastify/redis` client of the app's own:
 // - the data (incidents, team memberships), so every node answers the same (store.ts);
@@ -11,12 +13,15 @@
 // - the event log for catch-up, shared by all nodes, so a client that reconnects to another
 //   node with `since` gets what it missed.
 import { randomUUID } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
 import fastifyJwt from '@fastify/jwt'
 import fastifyRedis from '@fastify/redis'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import realtime from 'fastify-realtime'
 import type { RedisOptions } from 'ioredis'
+import { Registry } from 'prom-client'
 import {
+  IncidentEditSchema,
   IncidentParamsSchema,
   MemberParamsSchema,
   NewIncidentSchema,
@@ -25,6 +30,7 @@ import {
   TeamParamsSchema,
   events,
   type Incident,
+  type IncidentEdit,
   type IncidentParams,
   type MemberParams,
   type NewIncident,
@@ -74,8 +80,28 @@ const isAdmin = (userId: string): boolean => USERS.get(userId)?.role === 'admin'
 export interface IncidentsAppOptions {
   /** The Redis every node shares: a URL (`redis://127.0.0.1:6379`) or ioredis options. */
   redis: string | RedisOptions
+  /** Prefix of every key the nodes write (data, event log, presence), e.g. `demo:`. */
+  keyPrefix?: string
   logger?: boolean
+  /**
+   * The browser bundle of fastify-realtime/client the page loads as `/fastify-realtime.js`.
+   * @default the package's dist/client/browser.global.js, written by `npm run build`
+   */
+  clientScript?: string | URL
 }
+
+// In this repository the package is built into ../../dist; an app that installs fastify-realtime
+// serves node_modules/fastify-realtime/dist/client/browser.global.js the same way.
+const BUILT_CLIENT = new URL('../../dist/client/browser.global.js', import.meta.url)
+
+/** The dashboard's files, served as they are. */
+const PAGE_FILES: ReadonlyArray<[path: string, file: string, type: string]> = [
+  ['/', 'index.html', 'text/html; charset=utf-8'],
+  ['/dashboard.js', 'dashboard.js', 'text/javascript; charset=utf-8'],
+  ['/view.js', 'view.js', 'text/javascript; charset=utf-8'],
+  ['/dashboard.css', 'dashboard.css', 'text/css; charset=utf-8'],
+  ['/favicon.svg', 'favicon.svg', 'image/svg+xml']
+]
 
 /** The signed-in user and what they may see, read once per request. */
 interface Viewer {
@@ -98,10 +124,12 @@ export async function buildIncidentsApp (opts: IncidentsAppOptions): Promise<Fas
     verify: { algorithms: ['HS256'] }
   })
 
-  await app.register(fastifyRedis, typeof opts.redis === 'string' ? { url: opts.redis } : opts.redis)
+  const keyPrefix = opts.keyPrefix === undefined ? {} : { keyPrefix: opts.keyPrefix }
+  await app.register(fastifyRedis, typeof opts.redis === 'string' ? { url: opts.redis, ...keyPrefix } : { ...opts.redis, ...keyPrefix })
   const store = new IncidentStore(app.redis)
   await store.seed(SEED_MEMBERSHIPS)
 
+  const metrics = new Registry()
   await app.register(realtime, {
     auth: {
       // Look the user up on every handshake: an unknown user is refused.
@@ -110,13 +138,25 @@ export async function buildIncidentsApp (opts: IncidentsAppOptions): Promise<Fas
     // The user's teams, asked on every connect and every subscribe: read from Redis, so a
     // membership removed through any node is refused by every node.
     rooms: async (user) => (await store.teamsOf(String(user.id))).map(teamScope),
-    // The one scope beyond memberships: incidents:all, for admins (their current role, not the token's).
-    canSubscribe: (user, scope) => scope === ALL_INCIDENTS && isAdmin(String(user.id)),
+    // Beyond memberships, admins (their current role, not the token's) may watch incidents:all and
+    // look at any team, which makes them present there.
+    canSubscribe: (user, scope) => isAdmin(String(user.id)) && (scope === ALL_INCIDENTS || TEAMS.has(scope.slice('team:'.length))),
     // Reuse app.redis: the plugin makes its own connections from it (and leaves app.redis open).
-    // History then lives in Redis too, shared by the nodes.
+    // History then lives in Redis too, shared by the nodes, and so does presence.
     redis: true,
-    events
+    // Who is looking at each team, across the nodes: their name and role, nothing of the token.
+    presence: {
+      kinds: ['team'],
+      user: (user) => {
+        const known = USERS.get(String(user.id))
+        return { id: String(user.id), name: known?.name ?? String(user.id), role: known?.role ?? 'member' }
+      }
+    },
+    events,
+    // Prometheus metrics on this node's own registry, scraped at GET /metrics
+    metrics: { registry: metrics }
   })
+  app.get('/metrics', async (_request, reply) => await reply.type(metrics.contentType).send(await metrics.metrics()))
 
   /** The signed-in user, or a 401 already sent. */
   async function authenticate (request: FastifyRequest, reply: FastifyReply): Promise<Viewer | null> {
@@ -173,6 +213,14 @@ export async function buildIncidentsApp (opts: IncidentsAppOptions): Promise<Fas
     if (viewer === null) return reply
     const teams = await Promise.all([...TEAMS.values()].map(async (team) => ({ ...team, members: await store.membersOf(team.id) })))
     return { teams }
+  })
+
+  // Who the signed-in user is, and the teams they see (all of them for an admin).
+  app.get('/api/me', async (request, reply) => {
+    const viewer = await authenticate(request, reply)
+    if (viewer === null) return reply
+    const teams = [...TEAMS.values()].filter((team) => canSee(viewer, team.id))
+    return { user: viewer.user, teams }
   })
 
   // What a dashboard fetches at start and again on `realtime:resync`.
@@ -243,6 +291,20 @@ export async function buildIncidentsApp (opts: IncidentsAppOptions): Promise<Fas
     if (changed === null) return reply
     const [, incident] = changed
     await toScopes([incident.teamId], (scope) => app.broadcast(scope, 'incident:resolved', { incident }, { by: viewer.user.id }))
+    return incident
+  })
+
+  app.patch<{ Params: IncidentParams, Body: IncidentEdit }>('/api/incidents/:id', {
+    schema: { params: IncidentParamsSchema, body: IncidentEditSchema }
+  }, async (request, reply) => {
+    const viewer = await authenticate(request, reply)
+    if (viewer === null) return reply
+    const { title, severity } = request.body
+    const changed = await change(reply, viewer, request.params.id, (current) =>
+      ({ ...current, title: title ?? current.title, severity: severity ?? current.severity }))
+    if (changed === null) return reply
+    const [, incident] = changed
+    await toScopes([incident.teamId], (scope) => app.broadcast(scope, 'incident:updated', { incident }, { by: viewer.user.id }))
     return incident
   })
 
@@ -323,6 +385,31 @@ export async function buildIncidentsApp (opts: IncidentsAppOptions): Promise<Fas
     }
     reply.header('cache-control', 'no-store')
     return { token: app.jwt.sign({ sub: user.id, name: user.name }) }
+  })
+
+  // The demo users to sign in as: the page lists them. DEMO ONLY, like the token route above.
+  app.get('/api/demo-users', async () => ({
+    users: await Promise.all([...USERS.values()].map(async (user) =>
+      ({ ...user, teams: (await store.teamsOf(user.id)).map((id) => TEAMS.get(id)?.name ?? id) })))
+  }))
+
+  // The dashboard page: plain HTML, CSS and JS, on the browser bundle of fastify-realtime/client.
+  for (const [path, file, type] of PAGE_FILES) {
+    const body = await readFile(new URL(`./public/${file}`, import.meta.url))
+    app.get(path, async (_request, reply) => await reply.type(type).header('cache-control', 'no-cache').send(body))
+  }
+  // read at the first request, so the API runs without a build (watch.ts, the tests)
+  const clientScript = opts.clientScript ?? BUILT_CLIENT
+  let script: Promise<Buffer> | null = null
+  app.get('/fastify-realtime.js', async (_request, reply) => {
+    script ??= readFile(clientScript)
+    try {
+      return await reply.type('text/javascript; charset=utf-8').header('cache-control', 'no-cache').send(await script)
+    } catch (err) {
+      script = null
+      app.log.error({ err }, 'the browser client is missing')
+      return await reply.code(503).type('text/plain').send(`The page needs the browser client at ${String(clientScript)}: run npm run build`)
+    }
   })
 
   return app

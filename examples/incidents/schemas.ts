@@ -50,6 +50,13 @@ export const NewIncidentSchema = Type.Object({
 }, { additionalProperties: false })
 export type NewIncident = Static<typeof NewIncidentSchema>
 
+/** An edit: a new title, a new severity, or both. */
+export const IncidentEditSchema = Type.Object({
+  title: Type.Optional(IncidentSchema.properties.title),
+  severity: Type.Optional(SeveritySchema)
+}, { additionalProperties: false, minProperties: 1 })
+export type IncidentEdit = Static<typeof IncidentEditSchema>
+
 export const ReassignSchema = Type.Object({ teamId: Id }, { additionalProperties: false })
 export type Reassign = Static<typeof ReassignSchema>
 
@@ -68,6 +75,8 @@ export type MemberParams = Static<typeof MemberParamsSchema>
 export const IncidentCreated = Type.Object({ incident: IncidentSchema }, { additionalProperties: false })
 export const IncidentAcknowledged = Type.Object({ incident: IncidentSchema }, { additionalProperties: false })
 export const IncidentResolved = Type.Object({ incident: IncidentSchema }, { additionalProperties: false })
+/** Its title or severity was edited. */
+export const IncidentUpdated = Type.Object({ incident: IncidentSchema }, { additionalProperties: false })
 /** Sent to both teams: the one that loses the incident and the one that gets it. */
 export const IncidentReassigned = Type.Object({ incident: IncidentSchema, from: Id, to: Id }, { additionalProperties: false })
 export const IncidentNoteAdded = Type.Object({
@@ -83,6 +92,7 @@ export const events = {
   'incident:created': IncidentCreated,
   'incident:acknowledged': IncidentAcknowledged,
   'incident:resolved': IncidentResolved,
+  'incident:updated': IncidentUpdated,
   'incident:reassigned': IncidentReassigned,
   'incident:note_added': IncidentNoteAdded
 }
@@ -93,6 +103,7 @@ declare module 'fastify-realtime' {
     'incident:created': Static<typeof IncidentCreated>
     'incident:acknowledged': Static<typeof IncidentAcknowledged>
     'incident:resolved': Static<typeof IncidentResolved>
+    'incident:updated': Static<typeof IncidentUpdated>
     'incident:reassigned': Static<typeof IncidentReassigned>
     'incident:note_added': Static<typeof IncidentNoteAdded>
   }

@@ -24,8 +24,14 @@ function describe ({ incident, from, to, incidentId, note }: Payload): string {
   return `${incident.id.slice(0, 8)} "${incident.title}" ${incident.status}, ${moved}`
 }
 
-const res = await fetch(`${url}/api/demo-token?user=${encodeURIComponent(user)}`)
-if (!res.ok) throw new Error(`No token for "${user}": ${res.status} ${await res.text()}`)
+const res = await fetch(`${url}/api/demo-token?user=${encodeURIComponent(user)}`).catch((err: Error & { cause?: { code?: string } }) => {
+  console.error(`No incidents server answers at ${url} (${err.cause?.code ?? err.message}). Start one first: npx tsx examples/incidents/server.ts`)
+  process.exit(1)
+})
+if (!res.ok) {
+  console.error(`No token for "${user}": ${res.status} ${await res.text()}`)
+  process.exit(1)
+}
 const { token } = await res.json() as { token: string }
 
 const positions: Record<string, Position> = {}
@@ -36,7 +42,9 @@ const socket = io(url, {
 })
 
 socket.on('connect_error', (err: Error & { data?: { code?: string } }) => {
-  console.log(`connect_error ${err.data?.code ?? ''}: ${err.message}`)
+  // with a code the server refused this client (AUTH_EXPIRED, USER_REJECTED…); without one it was not reached
+  if (err.data?.code !== undefined) console.log(`refused by the server, ${err.data.code}: ${err.message}`)
+  else console.log(`cannot reach the server at ${url} (${err.message}); retrying…`)
 })
 socket.on('realtime:ready', async ({ scopes, positions: start }: { scopes: string[], positions: Record<string, Position> }) => {
   for (const [scope, position] of Object.entries(start)) positions[scope] ??= position

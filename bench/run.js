@@ -1,6 +1,6 @@
 // Benchmarks: the plugin against raw Socket.IO 4.8 doing the same work by hand, in one run.
-// Usage: node bench/run.js [--quick] [--large] [--only=fanout,scopes,...] [--sizes=100,1000,5000]
-//        [--payload=64] [--groups=20] [--warmup=2] [--workers=1] [--pin=false] [--cpu-prof] [--out=path]
+// Usage: node bench/run.js [--quick] [--large] [--only=fanout,scopes,presence,...] [--sizes=100,1000,5000]
+//        [--payload=64] [--groups=20] [--warmup=2] [--workers=1] [--pin=false] [--latency=false] [--cpu-prof] [--out=path]
 // Needs a build (npx tsup): the server imports ../dist/index.js.
 import { execSync } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
@@ -15,7 +15,7 @@ import {
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const ROOT = join(HERE, '..')
-const SCENARIOS = ['micro', 'fanout', 'scopes', 'connect', 'memory', 'storm', 'cluster']
+const SCENARIOS = ['micro', 'fanout', 'scopes', 'connect', 'memory', 'storm', 'cluster', 'presence']
 
 // ---------- options ----------
 function parseArgs (argv) {
@@ -46,6 +46,8 @@ const cfg = {
   warmup: int(args.warmup, QUICK ? 1 : 2),
   workers: int(args.workers, 1),
   cpuProf: args['cpu-prof'] === true,
+  // the fan-out's latency at half load (paced blocks, the slowest part of the scenario)
+  latency: args.latency !== 'false',
   // deliveries per saturation block of the fan-out
   fanoutBlock: QUICK ? 20_000 : 40_000,
   pacedSeconds: QUICK ? 0.25 : 0.3,
@@ -61,6 +63,7 @@ const cfg = {
   clusterBlock: QUICK ? 20_000 : 40_000,
   microMemory: QUICK ? 5000 : 20_000,
   microRedis: QUICK ? 1000 : 3000,
+  presenceN: QUICK ? 500 : 1000,
   timeLimitMs: (QUICK ? 10 : 40) * 60_000
 }
 for (const name of cfg.only) if (!SCENARIOS.includes(name)) throw new Error(`unknown scenario ${name}; one of ${SCENARIOS.join(', ')}`)
@@ -328,40 +331,64 @@ async function micro () {
   }
 }
 
+/**
+ * Connects `users` to each of `arms` (a group `<label>-<arm>` each), all in the one `scope`, and
+ * returns how a saturation block of broadcasts to that scope runs: `sat(arm)`, with `count`
+ * broadcasts per block.
+ */
+async function oneScope (workers, server, ports, { label, arms, scope, users }) {
+  log(`${label} N=${users.length}: connecting ${arms.length} × ${users.length} clients`)
+  for (const name of arms) {
+    await connect(workers, { group: `${label}-${name}`, port: ports[name].port, kind: ports[name].kind, users })
+  }
+  const count = Math.max(2, Math.ceil(cfg.fanoutBlock / users.length))
+  const expect = expectations(users, [scope], count)
+  const sat = (arm) => broadcastBlock({ workers, sender: server, arm, plan: { scopes: [scope], count, bytes: cfg.payload }, expect })
+  return { count, sat }
+}
+
 /** 1. Fan-out: one scope with N clients. */
 async function fanout (workers) {
   for (const N of cfg.sizes) {
     const server = await startServer(`server-fanout-${N}`)
-    const arms = ['raw', 'raw2', 'plugin']
+    // The plugin with metrics on is measured with the other arms when four sets of N clients fit
+    // the fd limit. Otherwise it is connected once raw2 is released; an arm connected after a
+    // release measured 10-20 % more CPU per delivery at N=100 even with metrics off, so that
+    // figure is an upper bound.
+    const together = 4 * N / cfg.workers + 200 <= fdLimit()
+    const arms = together ? ['raw', 'raw2', 'plugin', 'pluginMetrics'] : ['raw', 'raw2', 'plugin']
     try {
       const ports = await server.call('setup', {
         prefix: PREFIX,
-        arms: [{ name: 'raw', kind: 'raw' }, { name: 'raw2', kind: 'raw' }, { name: 'plugin', kind: 'plugin', history: 'memory' }]
+        arms: [
+          { name: 'raw', kind: 'raw' },
+          { name: 'raw2', kind: 'raw' },
+          { name: 'plugin', kind: 'plugin', history: 'memory' },
+          { name: 'pluginMetrics', kind: 'plugin', history: 'memory', metrics: true }
+        ]
       })
       const scope = 'fan:all'
       const users = usersFor(N, () => [scope])
-      log(`fan-out N=${N}: connecting ${arms.length} × ${N} clients`)
-      for (const name of arms) {
-        await connect(workers, { group: `fan-${name}`, port: ports[name].port, kind: ports[name].kind, users })
-      }
-      const count = Math.max(2, Math.ceil(cfg.fanoutBlock / N))
-      const expect = expectations(users, [scope], count)
-      const sat = (arm) => broadcastBlock({ workers, sender: server, arm, plan: { scopes: [scope], count, bytes: cfg.payload }, expect })
-      const [ab, aa] = await abba(`fan-out N=${N} saturation`, [['raw', 'plugin'], ['raw', 'raw2']], sat)
+      const { count, sat } = await oneScope(workers, server, ports, { label: 'fan', arms, scope, users })
+      const metricsPairs = [['raw', 'pluginMetrics'], ['plugin', 'pluginMetrics']]
+      const [ab, aa, ...metricsGroups] = await abba(`fan-out N=${N} saturation`, [['raw', 'plugin'], ['raw', 'raw2'], ...(together ? metricsPairs : [])], sat)
       const perDelivery = (b) => b.serverCpu / (count * N)
       const rate = (b) => count * N / b.wall * 1e9
-      const cpu = armValues(ab, perDelivery)
       const thr = armValues(ab, rate)
       const util = utilisation(ab)
-      row(`Fan-out N=${N.toLocaleString('en-US')}`, 'server CPU µs per delivery (memory history)', {
-        a: cpu.a,
-        b: cpu.b,
-        unit: 'µs',
-        ratio: spread(groupRatios(ab, perDelivery)),
-        aa: spread(groupRatios(aa, perDelivery)),
-        target: '≤ 1.05',
-        pass: median(groupRatios(ab, perDelivery)) <= 1.05
-      })
+      const cpuRow = (metric, groups) => {
+        const cpu = armValues(groups, perDelivery)
+        row(`Fan-out N=${N.toLocaleString('en-US')}`, metric, {
+          a: cpu.a,
+          b: cpu.b,
+          unit: 'µs',
+          ratio: spread(groupRatios(groups, perDelivery)),
+          aa: spread(groupRatios(aa, perDelivery)),
+          target: '≤ 1.05',
+          pass: median(groupRatios(groups, perDelivery)) <= 1.05
+        })
+      }
+      cpuRow('server CPU µs per delivery (memory history)', ab)
       row(`Fan-out N=${N.toLocaleString('en-US')}`, 'deliveries/s at saturation (wall)', {
         a: thr.a,
         b: thr.b,
@@ -371,51 +398,76 @@ async function fanout (workers) {
         note: saturated(util)
       })
 
-      // Latency at half load: start from half the raw arm's burst rate, then scale the pace until
-      // the busier side (server or clients) uses about half a core in a paced raw block.
-      let paceRate = Math.max(1, thr.a / 2 / N)
-      let paced = 0
-      let pacedExpect = null
-      const lat = (arm) => broadcastBlock({
-        workers, sender: server, arm, plan: { scopes: [scope], count: paced, rate: paceRate, bytes: cfg.payload }, expect: pacedExpect, latency: true
-      })
-      let busiest = 0
-      for (let step = 0; step < 5; step++) {
+      // skipped with --latency=false
+      const measureLatency = async () => {
+        // Latency at half load: start from half the raw arm's burst rate, then scale the pace until
+        // the busier side (server or clients) uses about half a core in a paced raw block.
+        let paceRate = Math.max(1, thr.a / 2 / N)
+        let paced = 0
+        let pacedExpect = null
+        const lat = (arm) => broadcastBlock({
+          workers, sender: server, arm, plan: { scopes: [scope], count: paced, rate: paceRate, bytes: cfg.payload }, expect: pacedExpect, latency: true
+        })
+        let busiest = 0
+        for (let step = 0; step < 5; step++) {
+          paced = Math.max(4, Math.round(paceRate * cfg.pacedSeconds))
+          pacedExpect = expectations(users, [scope], paced)
+          const probe = await lat('raw')
+          busiest = Math.max(probe.serverCpu, probe.clientCpu) * 1000 / probe.wall
+          if (busiest >= 0.4 && busiest <= 0.6) break
+          paceRate = Math.max(1, paceRate * 0.5 / busiest)
+        }
         paced = Math.max(4, Math.round(paceRate * cfg.pacedSeconds))
         pacedExpect = expectations(users, [scope], paced)
-        const probe = await lat('raw')
-        busiest = Math.max(probe.serverCpu, probe.clientCpu) * 1000 / probe.wall
-        if (busiest >= 0.4 && busiest <= 0.6) break
-        paceRate = Math.max(1, paceRate * 0.5 / busiest)
+        log(`fan-out N=${N}: paced at ${fmtNum(paceRate)} broadcasts/s (${fmtNum(paceRate * N)} deliveries/s; busiest side ${fmt(busiest)} core)`)
+        const [pab] = await abba(`fan-out N=${N} paced`, [['raw', 'plugin']], lat)
+        const pooled = (arm) => mergeHists(pab.flat().filter((b) => b.arm === arm).map((b) => b.hist))
+        const rawHist = pooled('raw')
+        const pluginHist = pooled('plugin')
+        const p99Ratios = pab.map(([a1, b1, b2, a2]) => histQuantile(mergeHists([b1.hist, b2.hist]), 0.99) / histQuantile(mergeHists([a1.hist, a2.hist]), 0.99))
+        const p50Ratios = pab.map(([a1, b1, b2, a2]) => histQuantile(mergeHists([b1.hist, b2.hist]), 0.5) / histQuantile(mergeHists([a1.hist, a2.hist]), 0.5))
+        const pUtil = utilisation(pab)
+        row(`Fan-out N=${N.toLocaleString('en-US')}`, `p50 latency at half load (${fmtNum(paceRate)} broadcasts/s, ${fmtNum(paceRate * N)} deliveries/s)`, {
+          a: histQuantile(rawHist, 0.5) / 1e6, b: histQuantile(pluginHist, 0.5) / 1e6, unit: 'ms', ratio: spread(p50Ratios)
+        })
+        row(`Fan-out N=${N.toLocaleString('en-US')}`, 'p99 latency at half load', {
+          a: histQuantile(rawHist, 0.99) / 1e6,
+          b: histQuantile(pluginHist, 0.99) / 1e6,
+          unit: 'ms',
+          ratio: spread(p99Ratios),
+          target: '≤ 1.10',
+          pass: median(p99Ratios) <= 1.10,
+          note: `paced: ${saturated(pUtil)}`
+        })
+        return { pab, paced, paceRate, busiest }
       }
-      paced = Math.max(4, Math.round(paceRate * cfg.pacedSeconds))
-      pacedExpect = expectations(users, [scope], paced)
-      log(`fan-out N=${N}: paced at ${fmtNum(paceRate)} broadcasts/s (${fmtNum(paceRate * N)} deliveries/s; busiest side ${fmt(busiest)} core)`)
-      const [pab] = await abba(`fan-out N=${N} paced`, [['raw', 'plugin']], lat)
-      const pooled = (arm) => mergeHists(pab.flat().filter((b) => b.arm === arm).map((b) => b.hist))
-      const rawHist = pooled('raw')
-      const pluginHist = pooled('plugin')
-      const p99Ratios = pab.map(([a1, b1, b2, a2]) => histQuantile(mergeHists([b1.hist, b2.hist]), 0.99) / histQuantile(mergeHists([a1.hist, a2.hist]), 0.99))
-      const p50Ratios = pab.map(([a1, b1, b2, a2]) => histQuantile(mergeHists([b1.hist, b2.hist]), 0.5) / histQuantile(mergeHists([a1.hist, a2.hist]), 0.5))
-      const pUtil = utilisation(pab)
-      row(`Fan-out N=${N.toLocaleString('en-US')}`, `p50 latency at half load (${fmtNum(paceRate)} broadcasts/s, ${fmtNum(paceRate * N)} deliveries/s)`, {
-        a: histQuantile(rawHist, 0.5) / 1e6, b: histQuantile(pluginHist, 0.5) / 1e6, unit: 'ms', ratio: spread(p50Ratios)
-      })
-      row(`Fan-out N=${N.toLocaleString('en-US')}`, 'p99 latency at half load', {
-        a: histQuantile(rawHist, 0.99) / 1e6,
-        b: histQuantile(pluginHist, 0.99) / 1e6,
-        unit: 'ms',
-        ratio: spread(p99Ratios),
-        target: '≤ 1.10',
-        pass: median(p99Ratios) <= 1.10,
-        note: `paced: ${saturated(pUtil)}`
-      })
+      const latency = cfg.latency ? await measureLatency() : null
       const [fr, fp] = await Promise.all([workers[0].call('frame', { group: 'fan-raw' }), workers[0].call('frame', { group: 'fan-plugin' })])
       details.push(`**Fan-out N=${N}.** ${count} broadcasts per saturation block (${(count * N).toLocaleString('en-US')} deliveries), ` +
-        `${paced} per paced block; half load = the pace at which the busier process used about half a core in a paced raw block ` +
-        `(here ${fmt(busiest)}). ${frameCheck('frame check', fr, fp)}.`)
-      raw.scenarios[`fanout-${N}`] = { ab, aa, pab: pab.map((g) => g.map(({ hist, ...b }) => b)), count, paced, paceRate }
-      for (const name of arms) await release(workers, server, `fan-${name}`, [name])
+        (latency === null
+          ? 'latency not measured (--latency=false). '
+          : `${latency.paced} per paced block; half load = the pace at which the busier process used about half a core in a paced raw block ` +
+            `(here ${fmt(latency.busiest)}). `) +
+        `${frameCheck('frame check', fr, fp)}.`)
+      await release(workers, server, 'fan-raw2', ['raw2'])
+
+      // the plugin with metrics on (a prom-client registry of its own), against the same raw arm and
+      // against the plugin with metrics off
+      let [am, mm] = metricsGroups
+      if (!together) {
+        log(`fan-out N=${N}: connecting ${N} clients to the plugin with metrics on`)
+        await connect(workers, { group: 'fan-pluginMetrics', port: ports.pluginMetrics.port, kind: ports.pluginMetrics.kind, users });
+        [am, mm] = await abba(`fan-out N=${N} metrics on`, metricsPairs, sat)
+      }
+      cpuRow(`server CPU µs per delivery, metrics on (prom-client registry${together ? '' : '; connected after a release: an upper bound'})`, am)
+      const own = armValues(mm, perDelivery)
+      row(`Fan-out N=${N.toLocaleString('en-US')}`, 'server CPU µs per delivery, metrics on / metrics off (plugin = metrics off)', {
+        a: own.a, b: own.b, unit: 'µs', ratio: spread(groupRatios(mm, perDelivery))
+      })
+      raw.scenarios[`fanout-${N}`] = {
+        ab, aa, am, mm, count, pab: latency?.pab.map((g) => g.map(({ hist, ...b }) => b)), paced: latency?.paced, paceRate: latency?.paceRate
+      }
+      for (const name of ['raw', 'plugin', 'pluginMetrics']) await release(workers, server, `fan-${name}`, [name])
     } finally {
       await stopServer(server)
     }
@@ -515,8 +567,11 @@ async function connections (workers) {
         group: `conn-${arm}`, port: ports[arm].port, kind: ports[arm].kind, users, window: cfg.connectWindow, plain: arm === 'rawNoAuth'
       })
       const s = await server.call('cpuRead')
+      // the disconnect is part of a connection's life: measured too, in its own mark
+      await server.call('cpuMark')
       await disconnect(workers, server, `conn-${arm}`, [arm])
-      return { arm, serverCpu: s.cpu, clientCpu: c.cpu, wall: c.wall }
+      const d = await server.call('cpuRead')
+      return { arm, serverCpu: s.cpu, closeCpu: d.cpu, clientCpu: c.cpu, wall: c.wall }
     }
     const [ab, aa] = await abba('connections', [['rawJwt', 'plugin'], ['rawJwt', 'rawJwt2']], block)
     // the cost of the JWT check itself, for context: raw with it vs raw without it
@@ -524,21 +579,21 @@ async function connections (workers) {
     // where the gap comes from: raw Socket.IO on a plain http server vs on Fastify's server, and the plugin vs the latter
     const [fab, fpb] = await abba('connections on Fastify', [['rawJwt', 'rawFastify'], ['rawFastify', 'plugin']], block, { groups: Math.max(5, Math.round(cfg.groups / 2)), warmup: 1 })
     const perConn = (b) => b.serverCpu / N
-    const cpuRate = (b) => N / b.serverCpu * 1e6
+    const lifePerConn = (b) => (b.serverCpu + b.closeCpu) / N
+    const closePerConn = (b) => b.closeCpu / N
     const wallRate = (b) => N / b.wall * 1e9
-    const cpu = armValues(ab, perConn)
-    const wall = armValues(ab, wallRate)
-    const ratios = groupRatios(ab, cpuRate)
-    row(`Connection setup (N=${N})`, 'connections/s per server core (1 / CPU per connection), JWT + rooms()', {
-      a: 1e6 / cpu.a,
-      b: 1e6 / cpu.b,
-      unit: '/s',
-      ratio: spread(ratios),
-      aa: spread(groupRatios(aa, cpuRate)),
-      target: '≥ 0.90',
-      pass: median(ratios) >= 0.90,
-      note: `server µs per connection: raw ${fmt(cpu.a, 0)}, plugin ${fmt(cpu.b, 0)}`
+    // one row per view of the same blocks: server CPU µs per connection, plugin (or B) over raw (A)
+    const perConnRow = (metric, groups, f, more = {}) => {
+      const v = armValues(groups, f)
+      row(`Connection setup (N=${N})`, metric, { a: v.a, b: v.b, unit: 'µs', ratio: spread(groupRatios(groups, f)), ...more })
+    }
+    const ratios = groupRatios(ab, lifePerConn)
+    perConnRow('server CPU µs per connection: handshake to ready, and the disconnect (JWT + rooms())', ab, lifePerConn, {
+      aa: spread(groupRatios(aa, lifePerConn)), target: '≤ 1.15', pass: median(ratios) <= 1.15
     })
+    perConnRow('server CPU µs per connection: handshake to ready only', ab, perConn, { aa: spread(groupRatios(aa, perConn)) })
+    perConnRow('server CPU µs per connection: the disconnect only', ab, closePerConn, { aa: spread(groupRatios(aa, closePerConn)) })
+    const wall = armValues(ab, wallRate)
     row(`Connection setup (N=${N})`, 'connections/s (wall)', {
       a: wall.a,
       b: wall.b,
@@ -547,34 +602,93 @@ async function connections (workers) {
       aa: spread(groupRatios(aa, wallRate)),
       note: saturated(utilisation(ab))
     })
-    const fa = armValues(fab, perConn)
-    row(`Connection setup (N=${N})`, 'context: raw on Fastify\'s server (no plugin) vs raw on plain http: connections/s per server core', {
-      a: 1e6 / fa.a,
-      b: 1e6 / fa.b,
-      unit: '/s',
-      ratio: spread(groupRatios(fab, cpuRate)),
-      note: `server µs per connection: plain http ${fmt(fa.a, 0)}, Fastify ${fmt(fa.b, 0)}: what Fastify's HTTP server itself adds`
-    })
-    const fp = armValues(fpb, perConn)
-    row(`Connection setup (N=${N})`, 'context: plugin vs raw on the same Fastify server: connections/s per server core', {
-      a: 1e6 / fp.a,
-      b: 1e6 / fp.b,
-      unit: '/s',
-      ratio: spread(groupRatios(fpb, cpuRate)),
-      note: `server µs per connection: raw on Fastify ${fmt(fp.a, 0)}, plugin ${fmt(fp.b, 0)}: what the plugin itself adds`
-    })
-    const na = armValues(nab, perConn)
-    row(`Connection setup (N=${N})`, 'raw with JWT vs raw without auth: server µs per connection', {
-      a: na.a,
-      b: na.b,
-      unit: 'µs',
-      ratio: spread(groupRatios(nab, perConn)),
-      note: 'B = raw without auth: the cost of the JWT check itself'
-    })
+    perConnRow('context: raw on Fastify\'s server (no plugin) vs raw on plain http: server CPU µs per connection', fab, lifePerConn, { note: 'what Fastify\'s HTTP server itself adds' })
+    perConnRow('context: plugin vs raw on the same Fastify server: server CPU µs per connection', fpb, lifePerConn, { note: 'what the plugin itself adds' })
+    perConnRow('raw with JWT vs raw without auth: server CPU µs per connection', nab, lifePerConn, { note: 'B = raw without auth: the cost of the JWT check itself' })
     details.push(`**Connection setup.** ${N} connections per block, ${cfg.connectWindow} handshakes in flight; ` +
       'a block ends when every socket has its ready message (raw: join user + team rooms, emit `ready`; plugin: JWT, user, ' +
-      'rooms(), join, history position, `realtime:ready`). Disconnects happen between blocks, outside the measurement.')
+      'rooms(), join, history position, `realtime:ready`). The disconnect of every socket is measured after it, in a mark of its own; ' +
+      'the headline is the sum of the two, per connection.')
     raw.scenarios.connect = { ab, aa, nab, fab, fpb }
+  } finally {
+    await stopServer(server)
+  }
+}
+
+/**
+ * 8. Presence: what it costs where it could cost. Fan-out: raw against the plugin with presence on,
+ * N clients present in the one scope. Connection setup: the plugin without presence against the
+ * plugin with it (every connection a join and, at the disconnect, a leave, written and sent as
+ * diffs once per second). Each connection block waits out the coalescing interval after the
+ * connects and after the disconnects, inside its own CPU mark, so the deferred writes and diffs
+ * are charged to the arm that caused them (both arms wait alike).
+ */
+async function presence (workers) {
+  const server = await startServer('server-presence')
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 1500))
+  try {
+    const ports = await server.call('setup', {
+      prefix: PREFIX,
+      arms: [
+        { name: 'raw', kind: 'raw' },
+        { name: 'raw2', kind: 'raw' },
+        { name: 'plugin', kind: 'plugin', history: 'memory' },
+        { name: 'plugin2', kind: 'plugin', history: 'memory' },
+        { name: 'pluginPresence', kind: 'plugin', history: 'memory', presence: true }
+      ]
+    })
+    const N = cfg.presenceN
+    const fanArms = ['raw', 'raw2', 'pluginPresence']
+    const { count, sat } = await oneScope(workers, server, ports, { label: 'pfan', arms: fanArms, scope: 'fan:all', users: usersFor(N, () => ['fan:all'], 'p') })
+    await settle()
+    const [ab, aa] = await abba(`presence fan-out N=${N}`, [['raw', 'pluginPresence'], ['raw', 'raw2']], sat)
+    const perDelivery = (b) => b.serverCpu / (count * N)
+    const cpu = armValues(ab, perDelivery)
+    row(`Presence on: fan-out N=${N.toLocaleString('en-US')}`, 'server CPU µs per delivery, raw vs the plugin with presence (memory)', {
+      a: cpu.a,
+      b: cpu.b,
+      unit: 'µs',
+      ratio: spread(groupRatios(ab, perDelivery)),
+      aa: spread(groupRatios(aa, perDelivery)),
+      target: '≤ 1.05',
+      pass: median(groupRatios(ab, perDelivery)) <= 1.05
+    })
+    for (const name of fanArms) await release(workers, server, `pfan-${name}`, [name])
+
+    const C = cfg.connectN
+    const connUsers = usersFor(C, (i) => [`team:${i % 100}`], 'pc')
+    const block = async (arm) => {
+      await server.call('cpuMark')
+      const c = await connect(workers, { group: `pconn-${arm}`, port: ports[arm].port, kind: ports[arm].kind, users: connUsers, window: cfg.connectWindow })
+      await settle()
+      const s = await server.call('cpuRead')
+      await server.call('cpuMark')
+      await disconnect(workers, server, `pconn-${arm}`, [arm])
+      await settle()
+      const d = await server.call('cpuRead')
+      return { arm, serverCpu: s.cpu, closeCpu: d.cpu, clientCpu: c.cpu, wall: c.wall }
+    }
+    const few = { groups: Math.max(5, Math.round(cfg.groups / 2)), warmup: 1 }
+    const [cab, caa] = await abba('presence connections', [['plugin', 'pluginPresence'], ['plugin', 'plugin2']], block, few)
+    const life = (b) => (b.serverCpu + b.closeCpu) / C
+    const open = (b) => b.serverCpu / C
+    const close = (b) => b.closeCpu / C
+    const connRow = (metric, f, more = {}) => {
+      const v = armValues(cab, f)
+      row(`Presence on: connection setup (N=${C})`, metric, { a: v.a, b: v.b, unit: 'µs', ratio: spread(groupRatios(cab, f)), aa: spread(groupRatios(caa, f)), ...more })
+    }
+    connRow('server CPU µs per connection, handshake to disconnect: the plugin without presence (A) vs with it (B)', life, {
+      target: '≤ 1.10', pass: median(groupRatios(cab, life)) <= 1.10
+    })
+    connRow('the same, handshake to ready (and the joins written and sent)', open)
+    connRow('the same, the disconnect (and the leaves written and sent)', close)
+    details.push(`**Presence.** Fan-out: ${N} clients in one scope, presence on (default options, memory store), ` +
+      `${count} broadcasts per block against raw Socket.IO; A/A raw vs raw. Connection setup: ${C} connections per block ` +
+      `(rooms team:0–99, so 100 scopes tracked, up to ${Math.ceil(C / 100)} users each), ${cfg.connectWindow} handshakes in flight; ` +
+      'A = the plugin without presence, B = with it, A/A = the plugin vs a second plugin without it. Each block waits ' +
+      '1.5 s after the connects and after the disconnects inside its CPU mark, so the coalesced writes and diffs ' +
+      '(at most one per scope per second) count for the arm that made them.')
+    raw.scenarios.presence = { ab, aa, cab, caa, count }
   } finally {
     await stopServer(server)
   }
@@ -854,7 +968,7 @@ async function main () {
   if (needsRedis && !(await redisReachable())) throw new Error(`Redis is not reachable at ${REDIS.host}:${REDIS.port}`)
 
   const workers = await startWorkers()
-  const plan = { micro, fanout, scopes, connect: connections, memory, storm, cluster }
+  const plan = { micro, fanout, scopes, connect: connections, memory, storm, cluster, presence }
   try {
     for (const name of SCENARIOS) {
       if (!cfg.only.includes(name)) continue

@@ -7,6 +7,7 @@ import { createAdapter } from '@socket.io/redis-adapter'
 import { createVerifier } from 'fast-jwt'
 import Fastify from 'fastify'
 import { Redis } from 'ioredis'
+import { Registry } from 'prom-client'
 import { Server } from 'socket.io'
 import { EVENT, REDIS, SECRET, cpuSince, now, serve } from './lib/util.js'
 
@@ -138,12 +139,13 @@ async function rawArm ({ name, auth = 'jwt', history = 'memory', adapter = false
 }
 
 /**
- * The plugin on a Fastify app: JWT auth, rooms from the token's claims, history as asked.
+ * The plugin on a Fastify app: JWT auth, rooms from the token's claims, history as asked, and
+ * presence when asked (default options: every scope kind but `user`, diffs coalesced per second).
  * With `adapter` it gets the `redis` option (Redis adapter + Redis history, as a multi-node app
  * runs it). Redis history without the adapter (one node) is a RedisHistoryStore on a connection
  * of our own, passed as `history.store`, since the `redis` option always brings the adapter.
  */
-async function pluginArm ({ name, history = 'memory', adapter = false, prefix }) {
+async function pluginArm ({ name, history = 'memory', adapter = false, presence = false, metrics = false, prefix }) {
   const app = Fastify({ logger: false })
   let historyOption = history === false ? false : { store: history }
   let redis
@@ -164,6 +166,9 @@ async function pluginArm ({ name, history = 'memory', adapter = false, prefix })
     // every simulated client shares the loopback address: the per-address handshake cap would
     // refuse a storm of them that real clients, from their own addresses, never hit
     limits: { handshakesPerAddress: false },
+    presence,
+    // metrics on a registry of the arm's own, as an app with a /metrics route has them
+    ...(metrics ? { metrics: { registry: new Registry() } } : {}),
     io: IO_OPTIONS
   })
   await app.listen({ port: 0, host: HOST, backlog: BACKLOG })

@@ -1,10 +1,14 @@
-import { execFile } from 'node:child_process'
-import { cp, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import { execFile, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { createSigner } from 'fast-jwt'
+import { io } from 'socket.io-client'
 import t from 'tap'
+import { until, waitFor } from './helper.js'
 
 // This file's own limit, over .taprc's 120 s per file (tap's runner takes a limit set on the root
 // `t`): building and installing from the registry can take minutes on a busy machine.
@@ -97,4 +101,45 @@ export async function bad (): Promise<void> { await app.broadcast('team:1', 'inc
   t.ok((await readFile(join(app, 'node_modules/fastify-realtime/package.json'), 'utf8')).includes('"exports"'))
   const browser = (await run('node', ['-e', "console.log(require.resolve('fastify-realtime/client/browser'))"], { cwd: app })).stdout.trim()
   t.match(await readFile(browser, 'utf8'), /FastifyRealtime/, 'fastify-realtime/client/browser resolves to the bundle')
+
+  await t.test('the README\'s Usage snippet runs as written: an ES module run with tsx', async (t) => {
+    const readme = await readFile(join(root, 'README.md'), 'utf8')
+    const snippet = /```ts\n([\s\S]*?)```/.exec(readme.slice(readme.indexOf('## Usage')))?.[1]
+    t.ok(snippet?.includes("app.register(realtime"), 'the first TypeScript block under Usage')
+    // a folder of the app with its own package.json, as the README says: "type": "module"
+    const usage = join(app, 'usage')
+    await mkdir(usage)
+    await writeFile(join(usage, 'package.json'), JSON.stringify({ name: 'usage', private: true, type: 'module' }))
+    await writeFile(join(usage, 'app.ts'), snippet!)
+    const child = spawn(join(root, 'node_modules/.bin/tsx'), ['app.ts'], { cwd: usage, env: { ...process.env, PORT: '0' }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const exited = once(child, 'exit')
+    t.teardown(async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM')
+        await exited
+      }
+    })
+    let output = ''
+    child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString() })
+    child.stderr.on('data', (chunk: Buffer) => { output += chunk.toString() })
+    let url = ''
+    await until(() => {
+      url = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(output)?.[1] ?? ''
+      return url !== '' || child.exitCode !== null
+    }, 'the snippet\'s app listening', 60_000)
+    t.not(url, '', `the app listens (its output: ${output.slice(0, 2000)})`)
+
+    // alice is in team:42 by the snippet's own table; the token is signed with its default secret
+    const token = createSigner({ key: 'change-me-to-a-long-random-secret', algorithm: 'HS256', expiresIn: 600_000 })({ sub: 'alice' })
+    const socket = io(url, { auth: { token }, transports: ['websocket'], reconnection: false })
+    t.teardown(() => socket.close())
+    const [ready] = await waitFor<[{ scopes: string[] }]>(socket, 'realtime:ready')
+    t.same(ready.scopes, ['user:alice', 'team:42'], 'alice joined her own scope and her team')
+    const event = waitFor<[unknown, { scope: string, by?: string }]>(socket, 'incident:acknowledged')
+    const response = await fetch(`${url}/incidents/7/ack`, { method: 'POST' })
+    t.same(await response.json(), { id: '7', status: 'acknowledged' })
+    const [payload, meta] = await event
+    t.same(payload, { id: '7', status: 'acknowledged' }, 'the route\'s broadcast reached her socket')
+    t.match(meta, { scope: 'team:42', by: 'alice', seq: 1 })
+  })
 })

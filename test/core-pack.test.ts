@@ -105,7 +105,7 @@ export async function bad (): Promise<void> { await app.broadcast('team:1', 'inc
   await t.test('the README\'s Usage snippet runs as written: an ES module run with tsx', async (t) => {
     const readme = await readFile(join(root, 'README.md'), 'utf8')
     const snippet = /```ts\n([\s\S]*?)```/.exec(readme.slice(readme.indexOf('## Usage')))?.[1]
-    t.ok(snippet?.includes("app.register(realtime"), 'the first TypeScript block under Usage')
+    t.ok(snippet?.includes('app.register(realtime'), 'the first TypeScript block under Usage')
     // a folder of the app with its own package.json, as the README says: "type": "module"
     const usage = join(app, 'usage')
     await mkdir(usage)

@@ -1,5 +1,4 @@
 import type { RouteShorthandOptions } from 'fastify'
-import type { RedisOptions } from 'ioredis'
 import type { Server, ServerOptions, Socket } from 'socket.io'
 import type { TSchema } from 'typebox'
 import type { RealtimeClock } from './clock.js'
@@ -305,7 +304,7 @@ export interface FastifyRealtimeOptions {
    * `close()`). Keys and channels live under the client's `keyPrefix`, which must not contain
    * `* ? [ ] \`.
    */
-  redis?: true | string | RedisOptions
+  redis?: true | string | RealtimeRedisOptions
   /** Health route; `false` removes it. @default { path: '/health/realtime', cacheMs: 1000, details: true } */
   health?: false | RealtimeHealthOptions
   /** Prometheus metrics through prom-client; `true` uses its global registry. @default false */
@@ -402,4 +401,42 @@ declare module 'fastify' {
     broadcast: BroadcastFn
     realtime: RealtimeApi
   }
+}
+
+/**
+ * ioredis connection options for the plugin's own connections, handed to ioredis as they are:
+ * every ioredis `RedisOptions` field is accepted. The package's types name only the common ones,
+ * so that an app compiles them without ioredis' own declarations (and their dependencies).
+ */
+export interface RealtimeRedisOptions {
+  host?: string
+  port?: number
+  /** A Unix socket path, instead of host and port. */
+  path?: string
+  username?: string
+  password?: string
+  db?: number
+  /** Prefix of every key and channel the plugin uses; must not contain `* ? [ ] \`. */
+  keyPrefix?: string
+  /** Node `tls.connect` options: set to use TLS. */
+  tls?: object
+  connectionName?: string
+  /**
+   * Any other ioredis option (`retryStrategy`, `family`, `commandTimeout`…). `any`, not
+   * `unknown`: an ioredis `RedisOptions` interface must stay assignable to this one.
+   */
+  [option: string]: any
+}
+
+/**
+ * The part of an ioredis client the Redis history store uses: an ioredis `Redis` (or `Cluster`)
+ * is one. Declared here so the package's types do not depend on ioredis' own declarations.
+ */
+export interface RealtimeRedisClient {
+  readonly status: string
+  defineCommand: (name: string, definition: { lua: string, numberOfKeys?: number }) => void
+  on: (event: 'ready', listener: () => void) => unknown
+  off: (event: 'ready', listener: () => void) => unknown
+  ping: () => Promise<string>
+  del: (...keys: string[]) => Promise<number>
 }

@@ -137,7 +137,7 @@ t.test('one master restarted empty: its scopes start a new epoch, the others rep
   const heads = new Map<string, { seq: number, epoch: string }>()
   for (const { scope } of scopes) {
     const meta = (await a.app.broadcast(scope, 'task:updated', { n: 1 }))!
-    heads.set(scope, { seq: 0, epoch: meta.epoch })
+    heads.set(scope, { seq: 0, epoch: meta.epoch! })
   }
   const lost = scopes[0]!
   await lost.master.kill()
@@ -168,7 +168,7 @@ t.test('FLUSHALL on one master: realtime:subscribe with since resyncs its scopes
   for (const { scope } of scopes) {
     const first = (await a.app.broadcast(scope, 'task:updated', { n: 1 }))!
     await a.app.broadcast(scope, 'task:updated', { n: 2 })
-    heads.set(scope, { seq: 1, epoch: first.epoch })
+    heads.set(scope, { seq: 1, epoch: first.epoch! })
   }
   const flushed = scopes[2]!
   await flushed.master.client.flushall()
@@ -191,9 +191,9 @@ t.test('an app\'s own Cluster: duplicated, never closed by the plugin; redis: tr
   const keyPrefix = `${uniq('own')}:`
   const appCluster = new Cluster(servers.nodes, { keyPrefix })
   t.teardown(() => { appCluster.disconnect() })
-  const a = await build(t, { rooms: () => ['team:1'], redis: appCluster as unknown as FastifyRealtimeOptions['redis'], cluster: FAST })
+  const a = await build(t, { rooms: () => ['team:1'], redis: appCluster, cluster: FAST })
   const b = await build(t, { rooms: () => ['team:1'], redis: true, cluster: FAST }, {
-    before: (app) => { app.decorate('redis', appCluster) }
+    before: (app) => { app.decorate('redis', appCluster as never) }
   })
   const { socket } = await b.connected('u1')
   const seen = collect(socket, 'task:updated')

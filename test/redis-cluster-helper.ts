@@ -111,7 +111,7 @@ export async function redisCluster (t: Teardown, count = 3): Promise<RedisCluste
 
   const masterOf = async (key: string): Promise<ClusterMaster> => {
     const slot = await masters[0]!.client.cluster('KEYSLOT', key) as number
-    const ranges = await masters[0]!.client.cluster('SLOTS') as Array<[number, number, [string, number]]>
+    const ranges = await masters[0]!.client.cluster('SLOTS') as unknown as Array<[number, number, [string, number]]>
     const range = ranges.find(([from, to]) => slot >= from && slot <= to)
     const master = masters.find((m) => m.port === Number(range?.[2][1]))
     if (master === undefined) throw new Error(`no master holds slot ${slot}`)

@@ -3,6 +3,7 @@ import { isCluster, keyPrefixOf, type RedisClient } from '../redis.js'
 import { FST_REALTIME_INVALID_PAYLOAD } from '../errors.js'
 import type { Position } from '../protocol.js'
 import { emptyPosition, keepFor, planRead, type LogView, type ReadContext } from './plan.js'
+import type { RealtimeRedisClient } from '../types.js'
 import type { HistoryEntry, HistoryStore, OnceResult, ReadResult, StoredEvent } from './store.js'
 
 export interface RedisHistoryOptions {
@@ -258,14 +259,15 @@ export class RedisHistoryStore implements HistoryStore {
    * Starts using `client` (the plugin's own connection; the store never closes it). Each time
    * the connection is ready again, the logs of scopes with unstored broadcasts are dropped.
    */
-  attach (client: RedisClient): void {
+  attach (client: RealtimeRedisClient): void {
     this.#client?.off('ready', this.#onReady)
     client.defineCommand('realtimeAppend', { numberOfKeys: 3, lua: APPEND })
     client.defineCommand('realtimeAppendOnce', { numberOfKeys: 4, lua: APPEND_ONCE })
     client.defineCommand('realtimeDrop', { numberOfKeys: 3, lua: DROP })
     client.defineCommand('realtimeSnapshot', { numberOfKeys: 3, lua: SNAPSHOT })
     client.on('ready', this.#onReady)
-    this.#client = client as ScriptedClient
+    // the commands just defined are there now; the rest is what RealtimeRedisClient names
+    this.#client = client as unknown as ScriptedClient
   }
 
   async append (scope: string, entry: HistoryEntry): Promise<Position> {

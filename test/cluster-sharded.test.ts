@@ -1,7 +1,9 @@
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { Cluster } from 'ioredis'
+import pino from 'pino'
 import type { BroadcastMeta, FastifyRealtimeOptions } from '../src/index.js'
+import { closeRedis, connectRedis, Subscriptions } from '../src/redis.js'
 import { poll } from './cluster-helper.js'
 import { build, collect, processFaults, request, uniq, until, waitFor, within, type Built, type Teardown } from './helper.js'
 import { clusterUnavailable, redisCluster, type ClusterMaster, type RedisClusterServers } from './redis-cluster-helper.js'
@@ -215,4 +217,50 @@ t.test('an app\'s own Cluster: duplicated, never closed by the plugin; redis: tr
   await b.app.close()
   t.equal(appCluster.status, 'ready', 'the app\'s own cluster client is still open')
   t.equal(await appCluster.ping(), 'PONG')
+})
+
+t.test('the subscriber\'s sharded channels: one refused while its master is away is subscribed once it is back', { skip: skip ?? false }, async (t) => {
+  const servers = await redisCluster(t)
+  const log = pino({ level: 'silent' })
+  const sub = await connectRedis({} as FastifyInstance, { cluster: servers.nodes }, log, 10_000, 'subscriber')
+  t.teardown(() => closeRedis(sub))
+  let restored = 0
+  const subscriptions = new Subscriptions(sub, log, () => { restored++ })
+  t.teardown(() => { subscriptions.close() })
+  const master = servers.masters[1]!
+  const on = async (wanted: (port: number) => boolean, skipName?: string): Promise<string> => {
+    for (let n = 0; ; n++) {
+      const name = `chan:${n}`
+      if (name !== skipName && wanted((await servers.masterOf(name)).port)) return name
+    }
+  }
+  const other = await on((port) => port !== master.port)
+  const before = await on((port) => port === master.port)
+  const during = await on((port) => port === master.port, before)
+  const heard = new Map<string, number>()
+  sub.on('smessage', (channel: string) => { heard.set(channel, (heard.get(channel) ?? 0) + 1) })
+  await sub.ssubscribe(other)
+  await sub.ssubscribe(before)
+  t.ok(await subscriptions.settled(), 'both subscribed')
+  t.ok(subscriptions.current)
+
+  await master.kill()
+  await until(() => !subscriptions.current, 'the drop of the master\'s subscriber is seen', 30_000)
+  // refused (or failed) while the master is away: nothing thrown, logged, and still wanted
+  await within(sub.ssubscribe(during), 30_000, 'the refused SSUBSCRIBE settles')
+  t.notOk(subscriptions.current, 'something wanted is missing')
+
+  await master.start()
+  await servers.ok()
+  await until(() => restored > 0 && subscriptions.current, 'every wanted channel subscribed again', 60_000)
+  const publisher = new Cluster(servers.nodes)
+  t.teardown(() => { publisher.disconnect() })
+  for (const channel of [other, before, during]) {
+    await poll(`a message on ${channel} is heard`, async () => {
+      await publisher.spublish(channel, 'hello')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      return heard.get(channel) ?? 0
+    }, (n) => n > 0, 20_000, 200)
+  }
+  t.pass('every channel heard, the one refused during the outage included')
 })

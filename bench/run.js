@@ -66,7 +66,7 @@ const cfg = {
   shardedN: QUICK ? 200 : 1000,
   shardedScopes: 6,
   shardedBlock: QUICK ? 20_000 : 40_000,
-  shardedGroups: int(args.groups, QUICK ? 5 : 8),
+  shardedGroups: int(args.groups, QUICK ? 5 : 6),
   microMemory: QUICK ? 5000 : 20_000,
   microRedis: QUICK ? 1000 : 3000,
   presenceN: QUICK ? 500 : 1000,

@@ -55,7 +55,7 @@ function redisClient (keyPrefix, options = { lazyConnect: true, maxRetriesPerReq
 
 /** A client of the Redis Cluster at `nodes` (sharded pub/sub), as the plugin opens its own. */
 function clusterClient (nodes, keyPrefix) {
-  const client = new Cluster(nodes, { lazyConnect: true, enableOfflineQueue: false, shardedSubscribers: true, keyPrefix, redisOptions: { maxRetriesPerRequest: 0, commandTimeout: 2000 } })
+  const client = new Cluster(nodes, { lazyConnect: true, enableOfflineQueue: false, shardedSubscribers: true, keyPrefix, redisOptions: { maxRetriesPerRequest: 0, commandTimeout: 10_000 } })
   redisClients.push(client)
   return client
 }

@@ -155,7 +155,8 @@ export async function sharded (ctx, workers) {
       'with `redis-cli --cluster create`, no replicas). Two server processes, each with a raw arm (official sharded adapter, ' +
       '`subscriptionMode: \'dynamic\'`, log kept by hand in hash-tagged keys) and a plugin arm (`redis: { cluster }`: the same ' +
       `adapter, Redis history); ${count} broadcasts per block issued on node A (16 in flight) round robin over ${scopes.length} scopes, ` +
-      `${N / 2} clients on each node in every scope. CPU is the sum of both nodes; Redis's own CPU is not counted. ` +
+      `${N / 2} clients on each node in every scope; ${cfg.warmup} warm-up + ${cfg.shardedGroups} measured groups. ` +
+      'CPU is the sum of both nodes; Redis\'s own CPU is not counted. ' +
       `${frameCheck('frames on node B', ...frames)}.`)
     raw.scenarios.sharded = { ab, count }
     for (const arm of ['raw', 'plugin']) {

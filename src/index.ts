@@ -24,7 +24,7 @@ import { normalizeOptions } from './options.js'
 import { limitedParser } from './parser.js'
 import { Presence } from './presence/index.js'
 import { EVENT_AUTH, EVENT_PRESENCE, EVENT_SUBSCRIBE, EVENT_UNSUBSCRIBE, ackError } from './protocol.js'
-import { connectPair, type RedisPair } from './redis.js'
+import { connectPair, isCluster, type RedisPair } from './redis.js'
 import { Subscriptions } from './subscriptions.js'
 import type { FastifyRealtimeOptions, RealtimeApi, RealtimeServer, RealtimeSocket } from './types.js'
 import { rateLimitedWarn, reply } from './util.js'
@@ -175,7 +175,7 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     log.info({
       nodeId,
       history: store === null ? 'none' : store.kind,
-      adapter: options.redis === null ? 'in-memory' : 'redis',
+      adapter: redis === null ? 'in-memory' : isCluster(redis.pub) ? 'redis-sharded' : 'redis',
       metrics: options.metrics !== false,
       limits: { ...options.limits, rateLimit: options.rateLimit, connectTimeout: options.io.connectTimeout, maxHttpBufferSize: options.io.maxHttpBufferSize ?? 1e6 }
     }, 'fastify-realtime: ready')

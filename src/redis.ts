@@ -238,6 +238,9 @@ function namesOf (args: unknown[]): string[] {
   return names
 }
 
+/** How long no sharded subscriber may have dropped before the wanted channels are subscribed again. */
+const SHARDED_QUIET_MS = 1000
+
 type SubscribeKind = 'subscribe' | 'psubscribe' | 'ssubscribe'
 const KIND_OF: Record<SubscribeMethod, SubscribeKind> = {
   subscribe: 'subscribe',
@@ -275,7 +278,15 @@ export class Subscriptions {
   #stale = false
   #restoring = false
   #closed = false
+  /** When a master's sharded subscriber last dropped (cluster only). */
+  #lastDrop = 0
+  #quietTimer: NodeJS.Timeout | undefined
   readonly #onClose = (): void => { this.#stale = true }
+  readonly #onDrop = (): void => {
+    this.#stale = true
+    this.#lastDrop = Date.now()
+  }
+
   readonly #onReady = (): void => { this.restore() }
 
   constructor (sub: RedisClient, log: FastifyBaseLogger, onRestored: () => void) {
@@ -297,7 +308,7 @@ export class Subscriptions {
     sub.on('close', this.#onClose)
     sub.on('ready', this.#onReady)
     if (this.#cluster) {
-      sub.on(SHARDED_EVENTS.dropped, this.#onClose)
+      sub.on(SHARDED_EVENTS.dropped, this.#onDrop)
       sub.on(SHARDED_EVENTS.reconnected, this.#onReady)
     }
   }
@@ -316,6 +327,18 @@ export class Subscriptions {
   /** Subscribes again to everything wanted, when something is missing and the connection is up. */
   restore (): void {
     if (this.#closed || !this.#stale || this.#restoring || !writable(this.#sub)) return
+    // ioredis reconnects a master's sharded subscriber by itself, dropping and recreating it until
+    // the master answers: a SSUBSCRIBE sent meanwhile would start a subscriber behind its back and
+    // keep that cycle going. Restored once no subscriber has dropped for a quiet period.
+    const quietFor = this.#lastDrop + SHARDED_QUIET_MS - Date.now()
+    if (this.#cluster && quietFor > 0) {
+      this.#quietTimer ??= setTimeout(() => {
+        this.#quietTimer = undefined
+        this.restore()
+      }, quietFor)
+      this.#quietTimer.unref()
+      return
+    }
     this.#restoring = true
     // cleared first: a drop or a refusal during the restore marks it stale again for the next one
     this.#stale = false
@@ -336,7 +359,8 @@ export class Subscriptions {
     this.#closed = true
     this.#sub.off('close', this.#onClose)
     this.#sub.off('ready', this.#onReady)
-    this.#sub.off(SHARDED_EVENTS.dropped, this.#onClose)
+    this.#sub.off(SHARDED_EVENTS.dropped, this.#onDrop)
+    clearTimeout(this.#quietTimer)
     this.#sub.off(SHARDED_EVENTS.reconnected, this.#onReady)
   }
 

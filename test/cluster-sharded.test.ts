@@ -1,12 +1,19 @@
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { Cluster } from 'ioredis'
+import pino from 'pino'
 import type { BroadcastMeta, FastifyRealtimeOptions } from '../src/index.js'
+import { closeRedis, connectRedis, Subscriptions } from '../src/redis.js'
 import { poll } from './cluster-helper.js'
-import { build, collect, request, uniq, until, waitFor, within, type Built, type Teardown } from './helper.js'
+import { build, collect, processFaults, request, uniq, until, waitFor, within, type Built, type Teardown } from './helper.js'
 import { clusterUnavailable, redisCluster, type ClusterMaster, type RedisClusterServers } from './redis-cluster-helper.js'
 
 const FAST = { heartbeatMs: 100, nodeTtlMs: 1500 }
+
+// three masters per test, and one of them killed: more than the default 120 s on a busy machine
+t.setTimeout(300_000)
+// a master away must not leave an unhandled rejection behind (SSUBSCRIBE, SPUBLISH, scripts)
+const faults = processFaults()
 
 async function status (app: FastifyInstance): Promise<number> {
   return (await app.inject('/health/realtime')).statusCode
@@ -121,6 +128,7 @@ t.test('health: 200 with both nodes counted; 503 while a master is down; 200 aga
   t.equal(res.statusCode, 200)
   t.match(res.json(), { cluster: { nodes: 2 }, history: { store: 'redis', ok: true } })
   const { master } = scopes[1]!
+  const before = faults.count
   await master.kill()
   await poll('A says a master is down', async () => await status(a.app), (code) => code === 503, 15_000)
   await poll('B says so too', async () => await status(b.app), (code) => code === 503, 15_000)
@@ -130,6 +138,7 @@ t.test('health: 200 with both nodes counted; 503 while a master is down; 200 aga
   // the heartbeats are written again within a beat (they may live on the restarted master)
   const body = await poll('both nodes counted again', async () => (await a.app.inject('/health/realtime')).json(), (b) => b.cluster?.nodes === 2, 15_000)
   t.match(body, { cluster: { nodes: 2 }, history: { ok: true } })
+  t.same(await faults.since(before), [], 'nothing rejected unhandled while the master was away')
 })
 
 t.test('one master restarted empty: its scopes start a new epoch, the others replay; delivery in its scopes resumes', { skip: skip ?? false }, async (t) => {
@@ -140,7 +149,10 @@ t.test('one master restarted empty: its scopes start a new epoch, the others rep
     heads.set(scope, { seq: 0, epoch: meta.epoch! })
   }
   const lost = scopes[0]!
+  const before = faults.count
   await lost.master.kill()
+  // broadcasts while its master is away: delivered live, not stored, nothing unhandled
+  t.match(await a.app.broadcast(lost.scope, 'task:updated', { n: 'away' }), { stored: false })
   await lost.master.start()
   await poll('both nodes healthy again', async () => [await status(a.app), await status(b.app)], (codes) => codes.every((c) => c === 200), 30_000)
 
@@ -160,6 +172,7 @@ t.test('one master restarted empty: its scopes start a new epoch, the others rep
   }, (n) => n > 0, 30_000, 500)
   const [, meta] = seen[0]!
   t.not(meta.epoch, heads.get(lost.scope)!.epoch, 'in a new epoch')
+  t.same(await faults.since(before), [], 'nothing rejected unhandled')
 })
 
 t.test('FLUSHALL on one master: realtime:subscribe with since resyncs its scopes (epoch) and replays the others', { skip: skip ?? false }, async (t) => {
@@ -204,4 +217,50 @@ t.test('an app\'s own Cluster: duplicated, never closed by the plugin; redis: tr
   await b.app.close()
   t.equal(appCluster.status, 'ready', 'the app\'s own cluster client is still open')
   t.equal(await appCluster.ping(), 'PONG')
+})
+
+t.test('the subscriber\'s sharded channels: one refused while its master is away is subscribed once it is back', { skip: skip ?? false }, async (t) => {
+  const servers = await redisCluster(t)
+  const log = pino({ level: 'silent' })
+  const sub = await connectRedis({} as FastifyInstance, { cluster: servers.nodes }, log, 10_000, 'subscriber')
+  t.teardown(() => closeRedis(sub))
+  let restored = 0
+  const subscriptions = new Subscriptions(sub, log, () => { restored++ })
+  t.teardown(() => { subscriptions.close() })
+  const master = servers.masters[1]!
+  const on = async (wanted: (port: number) => boolean, skipName?: string): Promise<string> => {
+    for (let n = 0; ; n++) {
+      const name = `chan:${n}`
+      if (name !== skipName && wanted((await servers.masterOf(name)).port)) return name
+    }
+  }
+  const other = await on((port) => port !== master.port)
+  const before = await on((port) => port === master.port)
+  const during = await on((port) => port === master.port, before)
+  const heard = new Map<string, number>()
+  sub.on('smessage', (channel: string) => { heard.set(channel, (heard.get(channel) ?? 0) + 1) })
+  await sub.ssubscribe(other)
+  await sub.ssubscribe(before)
+  t.ok(await subscriptions.settled(), 'both subscribed')
+  t.ok(subscriptions.current)
+
+  await master.kill()
+  await until(() => !subscriptions.current, 'the drop of the master\'s subscriber is seen', 30_000)
+  // refused (or failed) while the master is away: nothing thrown, logged, and still wanted
+  await within(sub.ssubscribe(during), 30_000, 'the refused SSUBSCRIBE settles')
+  t.notOk(subscriptions.current, 'something wanted is missing')
+
+  await master.start()
+  await servers.ok()
+  await until(() => restored > 0 && subscriptions.current, 'every wanted channel subscribed again', 60_000)
+  const publisher = new Cluster(servers.nodes)
+  t.teardown(() => { publisher.disconnect() })
+  for (const channel of [other, before, during]) {
+    await poll(`a message on ${channel} is heard`, async () => {
+      await publisher.spublish(channel, 'hello')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      return heard.get(channel) ?? 0
+    }, (n) => n > 0, 20_000, 200)
+  }
+  t.pass('every channel heard, the one refused during the outage included')
 })

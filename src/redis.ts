@@ -37,24 +37,27 @@ export function checkKeyPrefix (keyPrefix: string | undefined): void {
  * Opens one connection of the plugin's own: duplicated from the app's `fastify.redis`
  * (`redis: true`; the app's client is never closed), or from a URL / ioredis options.
  * Fails fast with FST_REALTIME_REDIS_UNAVAILABLE when Redis does not answer within `timeoutMs`.
+ * `connectionName` (CLIENT SETNAME) lets ops and tests find the connection in CLIENT LIST.
  */
 export async function connectRedis (
   fastify: FastifyInstance,
   spec: NonNullable<FastifyRealtimeOptions['redis']>,
   log: FastifyBaseLogger,
-  timeoutMs: number
+  timeoutMs: number,
+  connectionName?: string
 ): Promise<Redis> {
   let client: Redis
+  const own: RedisOptions = connectionName === undefined ? OWN_CONNECTION : { ...OWN_CONNECTION, connectionName }
   if (spec === true) {
     const appClient = (fastify as unknown as { redis?: Redis }).redis
     if (appClient === undefined || typeof appClient.duplicate !== 'function') {
       throw new FST_REALTIME_INVALID_OPTION('redis', 'true reuses fastify.redis: register @fastify/redis on the app')
     }
-    client = appClient.duplicate(OWN_CONNECTION)
+    client = appClient.duplicate(own)
   } else if (typeof spec === 'string') {
-    client = new Redis(spec, OWN_CONNECTION)
+    client = new Redis(spec, own)
   } else {
-    client = new Redis({ ...spec, ...OWN_CONNECTION })
+    client = new Redis({ ...spec, ...own })
   }
   try {
     checkKeyPrefix(client.options.keyPrefix)
@@ -94,20 +97,23 @@ export interface RedisPair {
 
 /**
  * Opens both connections and runs `use` with them (wiring the store and the cluster); when
- * either step fails, whatever was opened is closed again before the error is thrown.
+ * either step fails, whatever was opened is closed again before the error is thrown. With
+ * `nodeId`, they are named `fastify-realtime:pub:<nodeId>` and `fastify-realtime:sub:<nodeId>`.
  */
 export async function connectPair (
   fastify: FastifyInstance,
   spec: NonNullable<FastifyRealtimeOptions['redis']>,
   log: FastifyBaseLogger,
   timeoutMs: number,
-  use: (pair: RedisPair) => Promise<void>
+  use: (pair: RedisPair) => Promise<void>,
+  nodeId?: string
 ): Promise<RedisPair> {
   const opened: Redis[] = []
   const close = async (): Promise<void> => { await Promise.all(opened.map(closeRedis)) }
   try {
-    opened.push(await connectRedis(fastify, spec, log, timeoutMs))
-    opened.push(await connectRedis(fastify, spec, log, timeoutMs))
+    const name = (role: string): string | undefined => nodeId === undefined ? undefined : `fastify-realtime:${role}:${nodeId}`
+    opened.push(await connectRedis(fastify, spec, log, timeoutMs, name('pub')))
+    opened.push(await connectRedis(fastify, spec, log, timeoutMs, name('sub')))
     const pair: RedisPair = { pub: opened[0]!, sub: opened[1]!, close }
     await use(pair)
     return pair

@@ -37,7 +37,8 @@ export function checkKeyPrefix (keyPrefix: string | undefined): void {
  * Opens one connection of the plugin's own: duplicated from the app's `fastify.redis`
  * (`redis: true`; the app's client is never closed), or from a URL / ioredis options.
  * Fails fast with FST_REALTIME_REDIS_UNAVAILABLE when Redis does not answer within `timeoutMs`.
- * `connectionName` (CLIENT SETNAME) lets ops and tests find the connection in CLIENT LIST.
+ * `connectionName` (CLIENT SETNAME) lets ops and tests find the connection in CLIENT LIST; a name
+ * the app gave its client or options is kept instead.
  */
 export async function connectRedis (
   fastify: FastifyInstance,
@@ -47,13 +48,14 @@ export async function connectRedis (
   connectionName?: string
 ): Promise<Redis> {
   let client: Redis
-  const own: RedisOptions = connectionName === undefined ? OWN_CONNECTION : { ...OWN_CONNECTION, connectionName }
+  const named = (given: string | undefined): RedisOptions => connectionName === undefined || given !== undefined ? OWN_CONNECTION : { ...OWN_CONNECTION, connectionName }
+  const own = named(typeof spec === 'object' ? spec.connectionName : undefined)
   if (spec === true) {
     const appClient = (fastify as unknown as { redis?: Redis }).redis
     if (appClient === undefined || typeof appClient.duplicate !== 'function') {
       throw new FST_REALTIME_INVALID_OPTION('redis', 'true reuses fastify.redis: register @fastify/redis on the app')
     }
-    client = appClient.duplicate(own)
+    client = appClient.duplicate(named(appClient.options.connectionName))
   } else if (typeof spec === 'string') {
     client = new Redis(spec, own)
   } else {

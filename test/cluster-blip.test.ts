@@ -4,11 +4,12 @@ import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import type { Redis } from 'ioredis'
 import { connect, type RealtimeClient } from '../src/client/index.js'
-import type { EventMeta, RealtimeUser } from '../src/index.js'
+import Fastify from 'fastify'
+import realtime, { type EventMeta, type RealtimeRecoveryOptions, type RealtimeUser } from '../src/index.js'
 import { Recovery } from '../src/recovery.js'
 import { poll } from './cluster-helper.js'
 import { ManualClock } from './clock.js'
-import { build, processFaults, tokenFor, type Built, type Teardown } from './helper.js'
+import { build, processFaults, SECRET, tokenFor, type Built, type Teardown } from './helper.js'
 import { clientList, ownRedis, REDIS_HOST, redisClient, redisOptions } from './redis-helper.js'
 
 const faults = processFaults()
@@ -225,4 +226,31 @@ t.test('the position kept per local scope follows what the room is sent, in seq 
   await poll('the room is gone', async () => app.io.of('/').adapter.rooms.has('team:1'), (has) => !has)
   t.equal(recovery.tracked, 0, 'and its position with it')
   recovery.close()
+})
+
+t.test('recovery options are checked at register', async (t) => {
+  const registerError = async (recovery: unknown): Promise<{ code?: string, message: string } | null> => {
+    const app = Fastify()
+    try {
+      await app.register(realtime, { auth: { secret: SECRET }, recovery: recovery as RealtimeRecoveryOptions })
+      await app.ready()
+      return null
+    } catch (err) {
+      return err as { code?: string, message: string }
+    } finally {
+      await app.close()
+    }
+  }
+  t.equal(await registerError({ operations: 100, recheckBatch: 1, recheckIntervalMs: 1 }), null, 'the smallest values')
+  for (const [recovery, path] of [
+    [{ operations: 99 }, 'recovery.operations'],
+    [{ operations: 1.5 }, 'recovery.operations'],
+    [{ recheckBatch: 0 }, 'recovery.recheckBatch'],
+    [{ recheckIntervalMs: -1 }, 'recovery.recheckIntervalMs'],
+    [{ recheckEvery: 1 }, 'recovery']
+  ] as const) {
+    const err = await registerError(recovery)
+    t.equal(err?.code, 'FST_REALTIME_INVALID_OPTION', JSON.stringify(recovery))
+    t.match(err?.message, path)
+  }
 })

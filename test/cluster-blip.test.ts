@@ -2,10 +2,11 @@
 // replays what other nodes stored meanwhile and applies the membership changes made meanwhile.
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
-import type { Redis } from 'ioredis'
+import { Redis as RedisClient, type Redis } from 'ioredis'
 import { connect, type RealtimeClient } from '../src/client/index.js'
 import Fastify from 'fastify'
 import realtime, { type EventMeta, type RealtimeRecoveryOptions, type RealtimeUser } from '../src/index.js'
+import { compareIds, OperationsLog, OPS_KEY } from '../src/ops-log.js'
 import { Recovery } from '../src/recovery.js'
 import { poll } from './cluster-helper.js'
 import { ManualClock } from './clock.js'
@@ -253,4 +254,28 @@ t.test('recovery options are checked at register', async (t) => {
     t.equal(err?.code, 'FST_REALTIME_INVALID_OPTION', JSON.stringify(recovery))
     t.match(err?.message, path)
   }
+})
+
+t.test('the record of operations: what a node missed, never what it applied, and null once trimmed past it', async (t) => {
+  const { keyPrefix } = redisOptions(t)
+  const client = new RedisClient({ host: REDIS_HOST, keyPrefix })
+  t.teardown(() => { client.disconnect() })
+  const here = new OperationsLog(client, 100)
+  const there = new OperationsLog(client, 100)
+  await here.start()
+  await there.start()
+  t.same(await here.missed(), [], 'the first entry changes nothing')
+  const heard = await there.append('{"op":"join","userId":"u1","scope":"team:1"}')
+  here.seen(heard)
+  here.away()
+  const missed = await there.append('{"op":"leave","userId":"u1","scope":"team:1"}')
+  // published after this node was back, and applied live before it read the record
+  const live = await there.append('{"op":"disconnect","userId":"u2"}')
+  here.seen(live)
+  t.same((await here.missed())?.map((entry) => entry.id), [missed], 'only the one it missed, not the ones it applied')
+  here.seen(missed)
+  here.away()
+  await client.xtrim(OPS_KEY, 'MAXLEN', 0)
+  t.equal(await here.missed(), null, 'trimmed past where it stood: it cannot say')
+  t.ok(compareIds('2-0', '10-0') < 0 && compareIds('5-3', '5-10') < 0, 'ids compare as numbers')
 })

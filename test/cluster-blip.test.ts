@@ -38,6 +38,8 @@ interface Watched {
   socketIds: Set<string>
   /** What the client handed to the app, as [scope, seq, replayed]. */
   events: Array<[string, number, boolean]>
+  /** Resyncs the client raised, as `scope reason`. */
+  resyncs: string[]
 }
 
 /** Connects `users` to `node` with the bundled client, `batch` at a time, each once `realtime:ready`. */
@@ -48,7 +50,8 @@ async function connectAll (t: Teardown, node: Built, users: string[], batch = 50
       // a long gap wait: a replay that comes after a later live event is waited for, never fetched
       const client = connect(node.url, { token: tokenFor(user), gapWaitMs: 60_000, io: { transports: ['websocket'], forceNew: true } })
       t.teardown(() => { client.close() })
-      const entry: Watched = { user, client, connects: 0, socketIds: new Set(), events: [] }
+      const entry: Watched = { user, client, connects: 0, socketIds: new Set(), events: [], resyncs: [] }
+      client.onResync(({ scope, reason }) => { entry.resyncs.push(`${scope} ${reason}`) })
       client.socket.on('connect', () => {
         entry.connects++
         entry.socketIds.add(client.socket.id!)
@@ -129,6 +132,7 @@ t.test('CLIENT KILL on one node\'s subscriber: no reconnects, every event in ord
     const seqs = seqsIn(c, `team:${Number(c.user.slice(1)) % TEAMS}`)
     return JSON.stringify(seqs) !== JSON.stringify(range(1, 9))
   }).map((c) => c.user), [], 'every client handed on seq 1..9 of its team once each, in order: no silent gap')
+  t.same(others.flatMap((c) => c.resyncs), [], 'no resync: the log could say what was missed everywhere')
   const replayed = others.reduce((sum, c) => sum + c.events.filter(([, , r]) => r).length, 0)
   t.ok(replayed > 0, `events stored while A was away came as replays (${replayed} handed on)`)
   const u1 = clients.find((c) => c.user === 'u1')!

@@ -1,5 +1,5 @@
 // Benchmarks: the plugin against raw Socket.IO 4.8 doing the same work by hand, in one run.
-// Usage: node bench/run.js [--quick] [--large] [--only=fanout,scopes,presence,...] [--sizes=100,1000,5000]
+// Usage: node bench/run.js [--quick] [--large] [--only=fanout,scopes,presence,...] [--presence=fanout,connect] [--sizes=100,1000,5000]
 //        [--payload=64] [--groups=20] [--warmup=2] [--workers=1] [--pin=false] [--latency=false] [--cpu-prof] [--out=path]
 //        [--blip-clients=2000]
 // Needs a build (npx tsup): the server imports ../dist/index.js.
@@ -14,10 +14,11 @@ import { describe as describeBlip, runBlip } from './blip.js'
 import {
   REDIS, histQuantile, killChildren, median, mergeHists, quantile, spawn, spread
 } from './lib/util.js'
+import { sharded } from './sharded.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const ROOT = join(HERE, '..')
-const SCENARIOS = ['micro', 'fanout', 'scopes', 'connect', 'memory', 'storm', 'cluster', 'presence', 'blip']
+const SCENARIOS = ['micro', 'fanout', 'scopes', 'connect', 'memory', 'storm', 'cluster', 'sharded', 'presence', 'blip']
 
 // ---------- options ----------
 function parseArgs (argv) {
@@ -63,14 +64,22 @@ const cfg = {
   stormEvents: 50,
   clusterN: QUICK ? 200 : 1000,
   clusterBlock: QUICK ? 20_000 : 40_000,
+  // two nodes on a three-master Redis Cluster (bench/sharded.js): fewer groups, so it stays under a minute or two
+  shardedN: QUICK ? 200 : 1000,
+  shardedScopes: 6,
+  shardedBlock: QUICK ? 20_000 : 40_000,
+  shardedGroups: int(args.groups, QUICK ? 5 : 8),
   microMemory: QUICK ? 5000 : 20_000,
   microRedis: QUICK ? 1000 : 3000,
   presenceN: QUICK ? 500 : 1000,
   blipN: int(args['blip-clients'], QUICK ? 500 : 2000),
+  // which parts of the presence scenario run: its fan-out, its connection setup, or both
+  presenceParts: args.presence === undefined ? ['fanout', 'connect'] : String(args.presence).split(','),
   timeLimitMs: (QUICK ? 10 : 40) * 60_000
 }
 for (const name of cfg.only) if (!SCENARIOS.includes(name)) throw new Error(`unknown scenario ${name}; one of ${SCENARIOS.join(', ')}`)
-const FULL = !QUICK && args.only === undefined && args.sizes === undefined && args.groups === undefined
+for (const part of cfg.presenceParts) if (!['fanout', 'connect'].includes(part)) throw new Error(`unknown presence part ${part}; fanout or connect`)
+const FULL = !QUICK && args.only === undefined && args.sizes === undefined && args.groups === undefined && args.presence === undefined
 const OUT_DIR = join(HERE, '.results')
 const RESULTS_MD = args.out ?? (FULL ? join(HERE, 'RESULTS.md') : join(OUT_DIR, QUICK ? 'RESULTS-quick.md' : 'RESULTS-partial.md'))
 const PREFIX = `bench-${randomUUID().slice(0, 8)}:`
@@ -640,58 +649,64 @@ async function presence (workers) {
         { name: 'pluginPresence', kind: 'plugin', history: 'memory', presence: true }
       ]
     })
-    const N = cfg.presenceN
-    const fanArms = ['raw', 'raw2', 'pluginPresence']
-    const { count, sat } = await oneScope(workers, server, ports, { label: 'pfan', arms: fanArms, scope: 'fan:all', users: usersFor(N, () => ['fan:all'], 'p') })
-    await settle()
-    const [ab, aa] = await abba(`presence fan-out N=${N}`, [['raw', 'pluginPresence'], ['raw', 'raw2']], sat)
-    const perDelivery = (b) => b.serverCpu / (count * N)
-    const cpu = armValues(ab, perDelivery)
-    row(`Presence on: fan-out N=${N.toLocaleString('en-US')}`, 'server CPU µs per delivery, raw vs the plugin with presence (memory)', {
-      a: cpu.a,
-      b: cpu.b,
-      unit: 'µs',
-      ratio: spread(groupRatios(ab, perDelivery)),
-      aa: spread(groupRatios(aa, perDelivery)),
-      target: '≤ 1.05',
-      pass: median(groupRatios(ab, perDelivery)) <= 1.05
-    })
-    for (const name of fanArms) await release(workers, server, `pfan-${name}`, [name])
-
-    const C = cfg.connectN
-    const connUsers = usersFor(C, (i) => [`team:${i % 100}`], 'pc')
-    const block = async (arm) => {
-      await server.call('cpuMark')
-      const c = await connect(workers, { group: `pconn-${arm}`, port: ports[arm].port, kind: ports[arm].kind, users: connUsers, window: cfg.connectWindow })
+    raw.scenarios.presence = {}
+    if (cfg.presenceParts.includes('fanout')) {
+      const N = cfg.presenceN
+      const fanArms = ['raw', 'raw2', 'pluginPresence']
+      const { count, sat } = await oneScope(workers, server, ports, { label: 'pfan', arms: fanArms, scope: 'fan:all', users: usersFor(N, () => ['fan:all'], 'p') })
       await settle()
-      const s = await server.call('cpuRead')
-      await server.call('cpuMark')
-      await disconnect(workers, server, `pconn-${arm}`, [arm])
-      await settle()
-      const d = await server.call('cpuRead')
-      return { arm, serverCpu: s.cpu, closeCpu: d.cpu, clientCpu: c.cpu, wall: c.wall }
+      const [ab, aa] = await abba(`presence fan-out N=${N}`, [['raw', 'pluginPresence'], ['raw', 'raw2']], sat)
+      const perDelivery = (b) => b.serverCpu / (count * N)
+      const cpu = armValues(ab, perDelivery)
+      row(`Presence on: fan-out N=${N.toLocaleString('en-US')}`, 'server CPU µs per delivery, raw vs the plugin with presence (memory)', {
+        a: cpu.a,
+        b: cpu.b,
+        unit: 'µs',
+        ratio: spread(groupRatios(ab, perDelivery)),
+        aa: spread(groupRatios(aa, perDelivery)),
+        target: '≤ 1.05',
+        pass: median(groupRatios(ab, perDelivery)) <= 1.05
+      })
+      for (const name of fanArms) await release(workers, server, `pfan-${name}`, [name])
+      details.push(`**Presence: fan-out.** ${N} clients in one scope, presence on (default options, memory store), ` +
+        `${count} broadcasts per block against raw Socket.IO; A/A raw vs raw.`)
+      Object.assign(raw.scenarios.presence, { ab, aa, count })
     }
-    const few = { groups: Math.max(5, Math.round(cfg.groups / 2)), warmup: 1 }
-    const [cab, caa] = await abba('presence connections', [['plugin', 'pluginPresence'], ['plugin', 'plugin2']], block, few)
-    const life = (b) => (b.serverCpu + b.closeCpu) / C
-    const open = (b) => b.serverCpu / C
-    const close = (b) => b.closeCpu / C
-    const connRow = (metric, f, more = {}) => {
-      const v = armValues(cab, f)
-      row(`Presence on: connection setup (N=${C})`, metric, { a: v.a, b: v.b, unit: 'µs', ratio: spread(groupRatios(cab, f)), aa: spread(groupRatios(caa, f)), ...more })
+    if (cfg.presenceParts.includes('connect')) {
+      const C = cfg.connectN
+      const connUsers = usersFor(C, (i) => [`team:${i % 100}`], 'pc')
+      const block = async (arm) => {
+        await server.call('cpuMark')
+        const c = await connect(workers, { group: `pconn-${arm}`, port: ports[arm].port, kind: ports[arm].kind, users: connUsers, window: cfg.connectWindow })
+        await settle()
+        const s = await server.call('cpuRead')
+        await server.call('cpuMark')
+        await disconnect(workers, server, `pconn-${arm}`, [arm])
+        await settle()
+        const d = await server.call('cpuRead')
+        return { arm, serverCpu: s.cpu, closeCpu: d.cpu, clientCpu: c.cpu, wall: c.wall }
+      }
+      const few = { groups: Math.max(5, Math.round(cfg.groups / 2)), warmup: 1 }
+      const [cab, caa] = await abba('presence connections', [['plugin', 'pluginPresence'], ['plugin', 'plugin2']], block, few)
+      const life = (b) => (b.serverCpu + b.closeCpu) / C
+      const open = (b) => b.serverCpu / C
+      const close = (b) => b.closeCpu / C
+      const connRow = (metric, f, more = {}) => {
+        const v = armValues(cab, f)
+        row(`Presence on: connection setup (N=${C})`, metric, { a: v.a, b: v.b, unit: 'µs', ratio: spread(groupRatios(cab, f)), aa: spread(groupRatios(caa, f)), ...more })
+      }
+      connRow('server CPU µs per connection, handshake to disconnect: the plugin without presence (A) vs with it (B)', life, {
+        target: '≤ 1.10', pass: median(groupRatios(cab, life)) <= 1.10
+      })
+      connRow('the same, handshake to ready (and the joins written and sent)', open)
+      connRow('the same, the disconnect (and the leaves written and sent)', close)
+      details.push(`**Presence: connection setup.** ${C} connections per block ` +
+        `(rooms team:0–99, so 100 scopes tracked, up to ${Math.ceil(C / 100)} users each), ${cfg.connectWindow} handshakes in flight; ` +
+        'A = the plugin without presence, B = with it, A/A = the plugin vs a second plugin without it. Each block waits ' +
+        '1.5 s after the connects and after the disconnects inside its CPU mark, so the coalesced writes and diffs ' +
+        '(at most one per scope per second) count for the arm that made them.')
+      Object.assign(raw.scenarios.presence, { cab, caa })
     }
-    connRow('server CPU µs per connection, handshake to disconnect: the plugin without presence (A) vs with it (B)', life, {
-      target: '≤ 1.10', pass: median(groupRatios(cab, life)) <= 1.10
-    })
-    connRow('the same, handshake to ready (and the joins written and sent)', open)
-    connRow('the same, the disconnect (and the leaves written and sent)', close)
-    details.push(`**Presence.** Fan-out: ${N} clients in one scope, presence on (default options, memory store), ` +
-      `${count} broadcasts per block against raw Socket.IO; A/A raw vs raw. Connection setup: ${C} connections per block ` +
-      `(rooms team:0–99, so 100 scopes tracked, up to ${Math.ceil(C / 100)} users each), ${cfg.connectWindow} handshakes in flight; ` +
-      'A = the plugin without presence, B = with it, A/A = the plugin vs a second plugin without it. Each block waits ' +
-      '1.5 s after the connects and after the disconnects inside its CPU mark, so the coalesced writes and diffs ' +
-      '(at most one per scope per second) count for the arm that made them.')
-    raw.scenarios.presence = { ab, aa, cab, caa, count }
   } finally {
     await stopServer(server)
   }
@@ -991,7 +1006,10 @@ async function main () {
   if (needsRedis && !(await redisReachable())) throw new Error(`Redis is not reachable at ${REDIS.host}:${REDIS.port}`)
 
   const workers = await startWorkers()
-  const plan = { micro, fanout, scopes, connect: connections, memory, storm, cluster, presence, blip }
+  const shared = {
+    cfg, PREFIX, log, startServer, stopServer, connect, release, broadcastBlock, abba, expectations, usersFor, row, details, raw, armValues, groupRatios, saturated, utilisation, frameCheck, spread, median
+  }
+  const plan = { micro, fanout, scopes, connect: connections, memory, storm, cluster, sharded: (w) => sharded(shared, w), presence, blip }
   try {
     for (const name of SCENARIOS) {
       if (!cfg.only.includes(name)) continue

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 
 /** The stream of membership operations, under the client's keyPrefix. One key: one hash slot on a Redis Cluster. */
 export const OPS_KEY = 'rt:ops'
@@ -41,7 +41,7 @@ export interface LoggedOperation {
  * Single-key commands only.
  */
 export class OperationsLog {
-  readonly #client: Redis
+  readonly #client: Redis | Cluster
   readonly #max: number
   /** The highest id applied on this node. */
   #last = '0-0'
@@ -50,7 +50,7 @@ export class OperationsLog {
   /** Ids applied within REORDER_MS of the last one, with their time part. */
   readonly #recent = new Map<string, number>()
 
-  constructor (client: Redis, max: number) {
+  constructor (client: Redis | Cluster, max: number) {
     this.#client = client
     this.#max = max
   }

@@ -1,5 +1,4 @@
 import type { RouteShorthandOptions } from 'fastify'
-import type { RedisOptions } from 'ioredis'
 import type { Server, ServerOptions, Socket } from 'socket.io'
 import type { TSchema } from 'typebox'
 import type { RealtimeClock } from './clock.js'
@@ -302,10 +301,12 @@ export interface FastifyRealtimeOptions {
   /**
    * Redis for history and multi-node fan-out: `true` reuses `fastify.redis` (duplicated; the app's
    * client is never closed), or a URL / ioredis options (the plugin's own connections, closed on
-   * `close()`). Keys and channels live under the client's `keyPrefix`, which must not contain
-   * `* ? [ ] \`.
+   * `close()`). A Redis Cluster: `{ cluster: [{ host, port }, …], options? }` or an ioredis
+   * `Cluster` (duplicated, never closed by the plugin; with `true`, when `fastify.redis` is one).
+   * Keys and channels live under the client's `keyPrefix`, which must not contain `* ? [ ] \`.
+   * @example { cluster: [{ host: '10.0.0.1', port: 6379 }], options: { keyPrefix: 'app:' } }
    */
-  redis?: true | string | RedisOptions
+  redis?: true | string | RealtimeRedisOptions | RealtimeRedisClusterOptions | RealtimeRedisCluster
   /** Health route; `false` removes it. @default { path: '/health/realtime', cacheMs: 1000, details: true } */
   health?: false | RealtimeHealthOptions
   /** Prometheus metrics through prom-client; `true` uses its global registry. @default false */
@@ -423,4 +424,73 @@ declare module 'fastify' {
     broadcast: BroadcastFn
     realtime: RealtimeApi
   }
+}
+
+/**
+ * ioredis connection options for the plugin's own connections, handed to ioredis as they are:
+ * every ioredis `RedisOptions` field is accepted. The package's types name only the common ones,
+ * so that an app compiles them without ioredis' own declarations (and their dependencies).
+ */
+export interface RealtimeRedisOptions {
+  host?: string
+  port?: number
+  /** A Unix socket path, instead of host and port. */
+  path?: string
+  username?: string
+  password?: string
+  db?: number
+  /** Prefix of every key and channel the plugin uses; must not contain `* ? [ ] \`. */
+  keyPrefix?: string
+  /** Node `tls.connect` options: set to use TLS. */
+  tls?: object
+  connectionName?: string
+  /** Not here: a Redis Cluster is `{ cluster, options }` (see `RealtimeRedisClusterOptions`). */
+  cluster?: never
+  /**
+   * Any other ioredis option (`retryStrategy`, `family`, `commandTimeout`…). `any`, not
+   * `unknown`: an ioredis `RedisOptions` interface must stay assignable to this one.
+   */
+  [option: string]: any
+}
+
+/**
+ * The part of an ioredis client the Redis history store uses: an ioredis `Redis` (or `Cluster`)
+ * is one. Declared here so the package's types do not depend on ioredis' own declarations.
+ */
+export interface RealtimeRedisClient {
+  readonly status: string
+  defineCommand: (name: string, definition: { lua: string, numberOfKeys?: number }) => void
+  on: (event: 'ready', listener: () => void) => unknown
+  off: (event: 'ready', listener: () => void) => unknown
+  ping: () => Promise<string>
+  del: (...keys: string[]) => Promise<number>
+}
+
+/** A Redis Cluster the plugin opens its own clients to (Redis 7 or later: sharded pub/sub). */
+export interface RealtimeRedisClusterOptions {
+  /** Startup nodes: one reachable master is enough, the others are discovered. */
+  cluster: Array<{ host?: string, port: number }>
+  /**
+   * ioredis `ClusterOptions`, handed to ioredis as they are (`keyPrefix`, `redisOptions` for
+   * passwords and TLS, `natMap`…), except what the plugin's own connections need: no offline
+   * queue, sharded subscribers.
+   */
+  options?: {
+    /** Prefix of every key and channel the plugin uses; must not contain `* ? [ ] \`. */
+    keyPrefix?: string
+    /** Options for each node's connection (ioredis `RedisOptions`, without host and port). */
+    redisOptions?: RealtimeRedisOptions
+    /** Any other ioredis `ClusterOptions` field. */
+    [option: string]: any
+  }
+}
+
+/**
+ * The part of an ioredis `Cluster` the plugin uses: it duplicates the app's client for
+ * connections of its own. Declared here so the package's types do not depend on ioredis'.
+ */
+export interface RealtimeRedisCluster {
+  /** True on an ioredis `Cluster`. */
+  readonly isCluster: boolean
+  duplicate: (...args: any[]) => unknown
 }

@@ -93,7 +93,7 @@ export async function bad (): Promise<void> { await app.broadcast('team:1', 'inc
   await writeFile(join(app, 'typed.mts'), typed)
   await writeFile(join(app, 'typed.cts'), typed)
   await writeFile(join(app, 'tsconfig.json'), JSON.stringify({
-    compilerOptions: { module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: true, target: 'ES2022' },
+    compilerOptions: { module: 'NodeNext', moduleResolution: 'NodeNext', strict: true, noEmit: true, skipLibCheck: false, target: 'ES2022' },
     files: ['typed.mts', 'typed.cts']
   }))
   const types = await run(tsc, ['-p', 'tsconfig.json'], { cwd: app }).then(() => 'ok', (err: { stdout: string }) => err.stdout)

@@ -6,6 +6,7 @@ import realtime, {
   fastifyRealtime,
   FST_REALTIME_INVALID_SCOPE,
   MemoryHistoryStore,
+  RedisHistoryStore,
   type BroadcastMeta,
   type HistoryStore,
   type PresenceDiff,
@@ -125,3 +126,25 @@ expectType<'admin' | 'member' | undefined>(present.users[0]?.info.role)
 const diff = {} as PresenceDiff
 expectType<string[]>(diff.leaves)
 expectType<string | undefined>(diff.joins[0]?.info.id)
+
+// redis: a URL, options written inline (any ioredis option), or an ioredis RedisOptions value
+{
+  const app = Fastify()
+  app.register(realtime, { redis: 'redis://127.0.0.1:6379' })
+  app.register(realtime, { redis: { host: '127.0.0.1', port: 6379, keyPrefix: 'app:', retryStrategy: (times: number) => times * 100 } })
+  const options: import('ioredis').RedisOptions = { host: '127.0.0.1', lazyConnect: false }
+  app.register(realtime, { redis: options })
+  // @ts-expect-error a port is a number
+  app.register(realtime, { redis: { port: '6379' } })
+  // an ioredis client is what the Redis history store attaches to
+  new RedisHistoryStore().attach(new (await import('ioredis')).Redis({ lazyConnect: true }))
+}
+
+// redis: a Redis Cluster, by its startup nodes or as an ioredis Cluster
+{
+  const app = Fastify()
+  app.register(realtime, { redis: { cluster: [{ host: '127.0.0.1', port: 7000 }], options: { keyPrefix: 'app:', redisOptions: { password: 'pw' } } } })
+  app.register(realtime, { redis: new (await import('ioredis')).Cluster([{ host: '127.0.0.1', port: 7000 }], { lazyConnect: true }) })
+  // @ts-expect-error a startup node needs a port
+  app.register(realtime, { redis: { cluster: [{ host: '127.0.0.1' }] } })
+}

@@ -1,6 +1,7 @@
 // Benchmarks: the plugin against raw Socket.IO 4.8 doing the same work by hand, in one run.
 // Usage: node bench/run.js [--quick] [--large] [--only=fanout,scopes,presence,...] [--presence=fanout,connect] [--sizes=100,1000,5000]
 //        [--payload=64] [--groups=20] [--warmup=2] [--workers=1] [--pin=false] [--latency=false] [--cpu-prof] [--out=path]
+//        [--blip-clients=2000]
 // Needs a build (npx tsup): the server imports ../dist/index.js.
 import { execSync } from 'node:child_process'
 import { randomUUID } from 'node:crypto'
@@ -9,6 +10,7 @@ import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
+import { describe as describeBlip, runBlip } from './blip.js'
 import {
   REDIS, histQuantile, killChildren, median, mergeHists, quantile, spawn, spread
 } from './lib/util.js'
@@ -16,7 +18,7 @@ import { sharded } from './sharded.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const ROOT = join(HERE, '..')
-const SCENARIOS = ['micro', 'fanout', 'scopes', 'connect', 'memory', 'storm', 'cluster', 'sharded', 'presence']
+const SCENARIOS = ['micro', 'fanout', 'scopes', 'connect', 'memory', 'storm', 'cluster', 'sharded', 'presence', 'blip']
 
 // ---------- options ----------
 function parseArgs (argv) {
@@ -70,6 +72,7 @@ const cfg = {
   microMemory: QUICK ? 5000 : 20_000,
   microRedis: QUICK ? 1000 : 3000,
   presenceN: QUICK ? 500 : 1000,
+  blipN: int(args['blip-clients'], QUICK ? 500 : 2000),
   // which parts of the presence scenario run: its fan-out, its connection setup, or both
   presenceParts: args.presence === undefined ? ['fanout', 'connect'] : String(args.presence).split(','),
   timeLimitMs: (QUICK ? 10 : 40) * 60_000
@@ -973,20 +976,40 @@ function fdLimit () {
   }
 }
 
+/** 8. A Redis blip on one node's subscriber: raw Socket.IO with the same adapter, then the plugin (bench/blip.js). */
+async function blip () {
+  const result = await runBlip({ n: cfg.blipN, prefix: `${PREFIX}blip:`, log })
+  const { raw: rawArm, plugin } = result
+  const scenario = `Subscriber blip, ${plugin.clients} clients on the node`
+  row(scenario, 'client reconnects', { a: rawArm.reconnects, b: plugin.reconnects, unit: '', target: '0', pass: plugin.reconnects === 0 })
+  row(scenario, `events broadcast during the blip held by every client (${result.during})`, {
+    a: 100 * rawArm.heldShare, b: 100 * plugin.heldShare, unit: '%', target: '100 %', pass: plugin.heldShare === 1
+  })
+  row(scenario, 'ms from the kill until every client holds them all', { a: rawArm.heldMs, b: plugin.heldMs, unit: 'ms', note: 'raw: never (a silent gap)' })
+  row(scenario, 'ms for the first live broadcast after the blip to reach every client', {
+    a: rawArm.liveMs, b: plugin.liveMs, unit: 'ms', ratio: spread([plugin.liveMs / rawArm.liveMs])
+  })
+  row(scenario, 'rooms() calls on the node', { a: Number.NaN, b: plugin.roomsCalls, unit: '', target: 'changed users', pass: plugin.roomsCalls === 0 })
+  details.push(`**Subscriber blip.** ${describeBlip(result).join(' ').replace(/\s+/g, ' ')} ` +
+    'Before this, the plugin closed every transport of the node when its subscriber came back: all ' +
+    `${plugin.clients} clients reconnected, each with a JWT check, an auth.user and a rooms() lookup, and caught up with since.`)
+  raw.scenarios.blip = result
+}
+
 async function main () {
   if (!existsSync(join(ROOT, 'dist', 'index.js'))) throw new Error('dist/index.js is missing: build first (npx tsup)')
   const fds = fdLimit()
   const need = Math.max(3 * Math.max(...cfg.sizes), ...cfg.memoryN, 5 * cfg.scopes * 1.5) / cfg.workers + 200
   log(`fd limit ${fds}; largest set of sockets in one process about ${Math.round(need)}`)
   if (Number.isFinite(fds) && fds < need) throw new Error(`ulimit -n is ${fds}; this run needs about ${Math.round(need)} (raise it: ulimit -n 65536)`)
-  const needsRedis = ['micro', 'scopes', 'cluster'].some((s) => cfg.only.includes(s))
+  const needsRedis = ['micro', 'scopes', 'cluster', 'blip'].some((s) => cfg.only.includes(s))
   if (needsRedis && !(await redisReachable())) throw new Error(`Redis is not reachable at ${REDIS.host}:${REDIS.port}`)
 
   const workers = await startWorkers()
   const shared = {
     cfg, PREFIX, log, startServer, stopServer, connect, release, broadcastBlock, abba, expectations, usersFor, row, details, raw, armValues, groupRatios, saturated, utilisation, frameCheck, spread, median
   }
-  const plan = { micro, fanout, scopes, connect: connections, memory, storm, cluster, sharded: (w) => sharded(shared, w), presence }
+  const plan = { micro, fanout, scopes, connect: connections, memory, storm, cluster, sharded: (w) => sharded(shared, w), presence, blip }
   try {
     for (const name of SCENARIOS) {
       if (!cfg.only.includes(name)) continue

@@ -44,7 +44,7 @@ export function skip (target: { emit: (event: string, message: SkipMessage) => b
 }
 
 /** The scope and seq an outgoing packet carries: an event's meta, or a `realtime:skip`. */
-function placeOf (packet: OutgoingPacket | undefined): { scope: string, seq: number, epoch: unknown } | null {
+export function placeOf (packet: OutgoingPacket | undefined): { scope: string, seq: number, epoch: unknown } | null {
   const data = packet?.data
   if (!Array.isArray(data)) return null
   const carrier = (data[0] === EVENT_SKIP ? data[1] : data[2]) as { scope?: unknown, seq?: unknown, epoch?: unknown } | null | undefined
@@ -180,12 +180,26 @@ export class CatchUps {
   readonly #frames: ReplayFrames
   readonly #warn: Warn
   readonly #metrics: Pick<Instruments, 'replayed' | 'resync'>
+  readonly #onPosition: (scope: string, position: Position) => void
 
-  constructor (store: HistoryStore | null, encoder: Encoder, warn: Warn, metrics: Pick<Instruments, 'replayed' | 'resync'>) {
+  /** `onPosition` hears where each socket stands in a scope once it has caught up (the recovery starts from there). */
+  constructor (store: HistoryStore | null, encoder: Encoder, warn: Warn, metrics: Pick<Instruments, 'replayed' | 'resync'>, onPosition: (scope: string, position: Position) => void = () => {}) {
     this.#store = store
     this.#frames = new ReplayFrames(encoder)
     this.#warn = warn
     this.#metrics = metrics
+    this.#onPosition = onPosition
+  }
+
+  /**
+   * Brings `socket` up to date in `scope`. With `since`, replays what it missed (in order, marked
+   * `replayed`, before any live event of the scope) or tells it to resync; either way returns
+   * its position.
+   */
+  async run (socket: RealtimeSocket, scope: string, since: Position | undefined): Promise<CatchUp> {
+    const caughtUp = await this.#run(socket, scope, since)
+    if (caughtUp.position !== null) this.#onPosition(scope, caughtUp.position)
+    return caughtUp
   }
 
   /** The scope's position in the store; null (after a warning) without history or when the store cannot say. */
@@ -199,12 +213,7 @@ export class CatchUps {
     }
   }
 
-  /**
-   * Brings `socket` up to date in `scope`. With `since`, replays what it missed (in order, marked
-   * `replayed`, before any live event of the scope) or tells it to resync; either way returns
-   * its position.
-   */
-  async run (socket: RealtimeSocket, scope: string, since: Position | undefined): Promise<CatchUp> {
+  async #run (socket: RealtimeSocket, scope: string, since: Position | undefined): Promise<CatchUp> {
     const store = this.#store
     if (since === undefined) return { replayed: 0, position: await this.position(scope) }
     if (store === null) {

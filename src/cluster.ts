@@ -10,7 +10,8 @@ import {
 } from './errors.js'
 import { isScope, userIdString, userScope } from './protocol.js'
 import type { RealtimeServer, RealtimeStats } from './types.js'
-import { writable } from './internals.js'
+import { SHARDED_EVENTS, writable } from './internals.js'
+import { OperationsLog } from './ops-log.js'
 import { isCluster, keyPrefixOf, Subscriptions, type RedisClient } from './redis.js'
 import { cut, withTimeout } from './util.js'
 
@@ -59,7 +60,14 @@ export interface ClusterOptions {
    * Not called for the first connection. A throw or rejection is logged.
    */
   onResubscribed?: () => unknown
+  /** Called when this node's Redis subscriber connection closes: from now on it may miss what other nodes send. */
+  onAway?: () => void
+  /** Membership operations kept in the shared record (a capped Redis stream). @default 10000 */
+  operations?: number
 }
+
+/** A Redis stream id, as the record of operations gives them. */
+const STREAM_ID = /^\d{1,20}-\d{1,20}$/
 
 // Heartbeats, under the client's keyPrefix: a sorted set of node ids by last beat (Redis TIME)
 // and a hash of their connection counts. Reading them costs O(nodes), never a fetchSockets().
@@ -141,6 +149,10 @@ function appliedBy (answer: unknown): string | null {
 interface Link {
   pub: ClusterClient
   subscriptions: Subscriptions
+  /** The shared record of membership operations, for a node whose subscriber was away. */
+  ops: OperationsLog
+  /** Stops listening for the subscriber's close. */
+  unwatch: () => void
   options: ClusterOptions
   /** How old the last good read of the counts may be and still be reported. */
   staleAfterMs: number
@@ -182,6 +194,8 @@ export class Cluster {
         } else {
           this.#apply(operation)
           applied = true
+          const id = (message as { id?: unknown }).id
+          if (typeof id === 'string' && STREAM_ID.test(id)) this.#link?.ops.seen(id)
         }
       } catch (err) {
         this.#log.warn({ err }, 'fastify-realtime: a cluster operation failed on this node')
@@ -209,9 +223,22 @@ export class Cluster {
     pub.defineCommand('realtimeCounts', { numberOfKeys: 2, lua: COUNTS })
     pub.defineCommand('realtimeLiveNodes', { numberOfKeys: 1, lua: LIVE })
     const subscriptions = new Subscriptions(sub, this.#log, () => { this.#resubscribed(options) })
+    const ops = new OperationsLog(pub, options.operations ?? 10_000)
+    const onAway = (): void => {
+      ops.away()
+      options.onAway?.()
+    }
+    sub.on('close', onAway)
+    // a Cluster's subscriber may lose one master's connection alone (its shard channels)
+    if (sharded) sub.on(SHARDED_EVENTS.dropped, onAway)
     const link: Link = {
       pub: pub as ClusterClient,
       subscriptions,
+      ops,
+      unwatch: () => {
+        sub.off('close', onAway)
+        sub.off(SHARDED_EVENTS.dropped, onAway)
+      },
       options,
       // the figures a node writes are up to heartbeatMs old already
       staleAfterMs: Math.max(0, Math.min(2 * options.heartbeatMs, STALE_LIMIT_MS - options.heartbeatMs))
@@ -225,10 +252,13 @@ export class Cluster {
         ? createShardedAdapter(pub, sub, { channelPrefix: `${keyPrefix}${CHANNEL_KEY}`, subscriptionMode: 'dynamic' })
         : createAdapter(pub as Redis, sub as Redis, { key: `${keyPrefix}${CHANNEL_KEY}`, requestsTimeout: options.timeoutMs }))
       if (!await subscriptions.settled()) throw new FST_REALTIME_REDIS_UNAVAILABLE('the cluster channels could not be subscribed')
+      // where this node stands in the record of operations: it hears every later one
+      await ops.start()
       // subscribed before the first beat: a node that others count as live hears their operations
       await this.#beat()
     } catch (err) {
       subscriptions.close()
+      link.unwatch()
       this.#link = null
       if ((err as { code?: string }).code === 'FST_REALTIME_REDIS_UNAVAILABLE') throw err
       throw new FST_REALTIME_REDIS_UNAVAILABLE((err as Error).message)
@@ -251,6 +281,34 @@ export class Cluster {
 
   async disconnectUser (userId: unknown): Promise<void> {
     await this.#run({ op: 'disconnect', userId: userIdOf(userId) })
+  }
+
+  /**
+   * After this node's subscriber was away: applies on this node, oldest first, the operations other
+   * nodes recorded meanwhile that it has not applied (each is idempotent on local sockets).
+   * Resolves with how many were applied, or null when the record no longer reaches back to where
+   * the outage began (trimmed, or lost with Redis): the caller must re-check memberships then.
+   * Rejects when Redis does not answer.
+   */
+  async applyMissed (): Promise<number | null> {
+    const link = this.#link
+    if (link === null) return 0
+    const missed = await link.ops.missed()
+    if (missed === null) return null
+    let applied = 0
+    for (const { id, data } of missed) {
+      let operation: Operation | null = null
+      try {
+        operation = parseOperation(JSON.parse(data))
+      } catch {
+        operation = null
+      }
+      link.ops.seen(id)
+      if (operation === null) continue
+      this.#apply(operation)
+      applied++
+    }
+    return applied
   }
 
   /** This node's connections, and the cluster's figures when there is a cluster (the figures health shows). */
@@ -315,6 +373,7 @@ export class Cluster {
     this.#link = null
     if (link === null) return
     link.subscriptions.close()
+    link.unwatch()
     if (!writable(link.pub)) return
     try {
       await withTimeout(() => link.pub.multi().zrem(NODES_KEY, this.#nodeId).hdel(COUNTS_KEY, this.#nodeId).exec(), 1000, 'Redis')
@@ -375,6 +434,14 @@ export class Cluster {
     if (!writable(link.pub) || !link.subscriptions.current) {
       throw new FST_REALTIME_CLUSTER_UNAVAILABLE(operation.op, 'Redis is not reachable from this node')
     }
+    let id: string
+    try {
+      // recorded before it is published: a node that does not hear it reads it from the record later
+      id = await link.ops.append(JSON.stringify(operation))
+    } catch (err) {
+      this.#log.debug({ err }, 'fastify-realtime: cluster operation not recorded')
+      throw new FST_REALTIME_CLUSTER_UNAVAILABLE(operation.op, 'Redis is not reachable from this node')
+    }
     let live: string[]
     try {
       // read before the request goes out: a node that has beaten by now had subscribed before, so it hears it
@@ -385,7 +452,7 @@ export class Cluster {
     }
     let answers: unknown[]
     try {
-      answers = await withTimeout(() => this.#io.serverSideEmitWithAck(CLUSTER_EVENT, operation) as Promise<unknown[]>, timeoutMs, `realtime.${operation.op}`)
+      answers = await withTimeout(() => this.#io.serverSideEmitWithAck(CLUSTER_EVENT, { ...operation, id }) as Promise<unknown[]>, timeoutMs, `realtime.${operation.op}`)
     } catch (err) {
       this.#log.debug({ err }, 'fastify-realtime: cluster operation incomplete')
       throw new FST_REALTIME_CLUSTER_TIMEOUT(operation.op, timeoutMs)

@@ -24,6 +24,7 @@ import { normalizeOptions } from './options.js'
 import { limitedParser } from './parser.js'
 import { Presence } from './presence/index.js'
 import { EVENT_AUTH, EVENT_PRESENCE, EVENT_SUBSCRIBE, EVENT_UNSUBSCRIBE, ackError } from './protocol.js'
+import { Recovery } from './recovery.js'
 import { connectPair, isCluster, type RedisPair } from './redis.js'
 import { Subscriptions } from './subscriptions.js'
 import type { FastifyRealtimeOptions, RealtimeApi, RealtimeServer, RealtimeSocket } from './types.js'
@@ -62,7 +63,10 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
   const authenticate = lifecycle.handshakes(handshake({ credentials: () => state.closing ? null : credentials, memberships, guard, connections, log }))
 
   // subscriptions: the protocol's client-to-server events on every namespace; scopes on `/`
-  const subscriptions = new Subscriptions(memberships, new CatchUps(store, io.encoder, rateLimitedWarn(log, 10_000, clock.now), instruments), options.limits.scopesPerSocket, log)
+  // where each local scope stands, so a Redis blip needs no reconnects (recovery is wired with the cluster below)
+  let recovery: Recovery | null = null
+  const catchUps = new CatchUps(store, io.encoder, rateLimitedWarn(log, 10_000, clock.now), instruments, (scope, position) => { recovery?.joined(scope, position) })
+  const subscriptions = new Subscriptions(memberships, catchUps, options.limits.scopesPerSocket, log)
   const authRoutes: Record<string, EventRoute> = { [EVENT_AUTH]: (socket, message, ack) => { auth?.refresh(socket, message, ack) } }
   const mainRoutes: Record<string, EventRoute> = {
     ...authRoutes,
@@ -118,11 +122,19 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
   // cluster: membership changes reach authorizations in flight on this node
   const cluster = new Cluster(io, nodeId, log, (userId, disconnected) => { memberships.removed(userId, disconnected) })
   let redis: RedisPair | null = null
-  // A node whose subscriber was away missed what other nodes broadcast and the membership
-  // changes they made: its clients reconnect, catching up from the log and from rooms(user).
-  const missedWhileAway = (): void => {
-    const closed = closeTransports(io)
-    if (closed > 0) log.info({ transports: closed }, 'fastify-realtime: Redis subscriber back; clients reconnect to catch up on what they missed')
+  if (options.redis !== null) {
+    // A node whose subscriber was away missed what other nodes broadcast and the membership
+    // changes they made: it keeps its sockets and brings its rooms up to date itself.
+    recovery = new Recovery({
+      io,
+      store,
+      applyMissed: async () => await cluster.applyMissed(),
+      recheck: async (socket) => { await subscriptions.reauthorize(socket, socket.data.user, () => {}) },
+      log,
+      clock,
+      options: options.recovery,
+      metrics: instruments
+    })
   }
 
   // presence: counted from room joins and leaves on this node, shared through the store (Redis with `redis`)
@@ -163,8 +175,15 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     if (options.redis !== null) {
       redis = await connectPair(fastify, options.redis, log, options.clusterTimeoutMs, async ({ pub, sub }) => {
         if (store instanceof RedisHistoryStore) store.attach(pub)
-        await cluster.connect(pub, sub, { timeoutMs: options.clusterTimeoutMs, ...options.cluster, onResubscribed: missedWhileAway })
-      })
+        await cluster.connect(pub, sub, {
+          timeoutMs: options.clusterTimeoutMs,
+          ...options.cluster,
+          operations: options.recovery.operations,
+          onAway: () => { recovery?.away() },
+          onResubscribed: async () => await recovery?.resubscribed()
+        })
+        recovery?.attach()
+      }, nodeId)
     }
     // dead nodes are looked for every second at most: their users leave within a second of the heartbeat expiring
     presence.start(redis === null ? null : { client: redis.pub, liveNodes: async () => await cluster.liveNodes(), sweepMs: Math.min(options.cluster.heartbeatMs, 1000) })
@@ -204,6 +223,7 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     state.closing = true
     sendBuffers?.close()
     auth?.close()
+    recovery?.close()
     // this node's presence out, while its Redis connection and the adapter still carry the diffs
     await presence.close()
     // leave the cluster figures first, so other nodes stop waiting on this one at once

@@ -166,6 +166,28 @@ export function socketIoParser (): SocketIoParser {
   return { Encoder, Decoder }
 }
 
+/** A namespace's adapter, as the recovery observes it. */
+export interface ObservedAdapter {
+  rooms: Map<string, Set<string>>
+  on: (event: 'delete-room', listener: (room: string) => void) => unknown
+}
+
+/**
+ * socket.io-adapter `Adapter#_encode(packet, packetOpts)` (private, since socket.io-adapter 2.5.0,
+ * socket.io 4.6): called once for every broadcast written to this node's sockets, whether emitted
+ * here (`io.to(room).emit`) or arriving from another node through the Redis adapter (plain and
+ * sharded both end in the in-memory adapter's `broadcast`). The recovery reads from it which seq of
+ * which scope this node delivered last. Replaced on this one adapter instance; `onPacket` must not throw.
+ */
+export function observeBroadcasts (adapter: ObservedAdapter, onPacket: (packet: OutgoingPacket) => void): void {
+  const internals = adapter as unknown as { _encode: (packet: OutgoingPacket, opts: unknown) => unknown }
+  const encode = internals._encode
+  internals._encode = function (this: unknown, packet: OutgoingPacket, opts: unknown) {
+    onPacket(packet)
+    return encode.call(this, packet, opts)
+  }
+}
+
 /** The subscribe family of ioredis methods, in the shape the adapters call them (the s* ones: the sharded adapter). */
 export type SubscribeMethod = 'subscribe' | 'psubscribe' | 'unsubscribe' | 'punsubscribe' | 'ssubscribe' | 'sunsubscribe'
 export type RedisCall = (...args: unknown[]) => Promise<unknown>
@@ -258,6 +280,8 @@ export function checkInternals (io: RealtimeServer, redis: { prototype: object }
     missing('engine.io', 'Socket#writeBuffer', fromSocketIo)
   }
   if (redis !== null) {
+    const Adapter = (fromSocketIo('socket.io-adapter') as { Adapter?: { prototype: { _encode?: unknown } } }).Adapter
+    if (typeof Adapter?.prototype._encode !== 'function') missing('socket.io-adapter', 'Adapter#_encode', fromSocketIo)
     const proto = redis.prototype as Record<string, unknown>
     for (const method of SUBSCRIBE_METHODS) {
       if (typeof proto[method] !== 'function') missing('ioredis', `Redis#${method}`)

@@ -6,6 +6,7 @@ import type { TSchema } from 'typebox'
 import { systemClock, type RealtimeClock } from './clock.js'
 import { FST_REALTIME_INVALID_OPTION } from './errors.js'
 import type { HistoryStore } from './history/store.js'
+import type { RecoveryOptions } from './recovery.js'
 import { checkRedisSpec } from './redis.js'
 import type {
   FastifyRealtimeOptions,
@@ -100,6 +101,11 @@ const OptionsSchema = Type.Object({
     }, Strict)
   ])),
   cluster: Type.Optional(Type.Object({ heartbeatMs: Type.Optional(PositiveInt), nodeTtlMs: Type.Optional(PositiveInt) }, Strict)),
+  recovery: Type.Optional(Type.Object({
+    operations: Type.Optional(Type.Integer({ minimum: 100, maximum: 10_000_000 })),
+    recheckBatch: Type.Optional(PositiveInt),
+    recheckIntervalMs: Type.Optional(PositiveInt)
+  }, Strict)),
   events: Type.Optional(Type.Record(Type.String({ minLength: 1 }), Type.Object({}))),
   io: Type.Optional(Type.Object({})),
   preClose: Type.Optional(Fn),
@@ -139,6 +145,7 @@ export interface NormalizedOptions {
   }
   clusterTimeoutMs: number
   cluster: { heartbeatMs: number, nodeTtlMs: number }
+  recovery: RecoveryOptions
   presence: false | NormalizedPresence
   events: Map<string, Validator>
   io: Partial<ServerOptions> & { connectTimeout: number }
@@ -368,6 +375,11 @@ export function normalizeOptions (options: FastifyRealtimeOptions | undefined): 
     },
     clusterTimeoutMs: opts.clusterTimeoutMs ?? 5000,
     cluster,
+    recovery: {
+      operations: opts.recovery?.operations ?? 10_000,
+      recheckBatch: opts.recovery?.recheckBatch ?? 50,
+      recheckIntervalMs: opts.recovery?.recheckIntervalMs ?? 100
+    },
     presence: presenceOptions(opts.presence),
     events,
     io,

@@ -129,7 +129,7 @@ export function checkKeyPrefix (keyPrefix: string | undefined): void {
 }
 
 /** A new connection of the plugin's own for `role`, not connected yet. */
-function openClient (fastify: FastifyInstance, spec: NonNullable<FastifyRealtimeOptions['redis']>, role: ConnectionRole): RedisClient {
+function openClient (fastify: FastifyInstance, spec: NonNullable<FastifyRealtimeOptions['redis']>, role: ConnectionRole, connectionName?: string): RedisClient {
   let source: unknown = spec
   if (spec === true) {
     source = (fastify as unknown as { redis?: unknown }).redis
@@ -139,24 +139,29 @@ function openClient (fastify: FastifyInstance, spec: NonNullable<FastifyRealtime
   }
   if (isCluster(source)) return source.duplicate([], clusterOptions(source.options, role))
   if (isClusterSpec(source)) return new Cluster(source.cluster, clusterOptions(source.options ?? {}, role))
-  if (spec === true) return (source as Redis).duplicate(OWN_CONNECTION)
-  if (typeof source === 'string') return new Redis(source, OWN_CONNECTION)
-  return new Redis({ ...(source as RedisOptions), ...OWN_CONNECTION })
+  // named for CLIENT LIST, unless the app named its client or options itself
+  const named = (given: string | undefined): RedisOptions => connectionName === undefined || given !== undefined ? OWN_CONNECTION : { ...OWN_CONNECTION, connectionName }
+  if (spec === true) return (source as Redis).duplicate(named((source as Redis).options.connectionName))
+  if (typeof source === 'string') return new Redis(source, named(undefined))
+  return new Redis({ ...(source as RedisOptions), ...named((source as RedisOptions).connectionName) })
 }
 
 /**
  * Opens one connection of the plugin's own: duplicated from the app's `fastify.redis` or
  * `Cluster` (the app's client is never closed), or from a URL, ioredis options or cluster nodes.
  * Fails fast with FST_REALTIME_REDIS_UNAVAILABLE when Redis does not answer within `timeoutMs`.
+ * `connectionName` (CLIENT SETNAME) lets ops and tests find the connection in CLIENT LIST; a name
+ * the app gave its client or options is kept instead.
  */
 export async function connectRedis (
   fastify: FastifyInstance,
   spec: NonNullable<FastifyRealtimeOptions['redis']>,
   log: FastifyBaseLogger,
   timeoutMs: number,
-  role: ConnectionRole = 'commands'
+  role: ConnectionRole = 'commands',
+  connectionName?: string
 ): Promise<RedisClient> {
-  const client = openClient(fastify, spec, role)
+  const client = openClient(fastify, spec, role, connectionName)
   try {
     checkKeyPrefix(keyPrefixOf(client))
   } catch (err) {
@@ -195,20 +200,23 @@ export interface RedisPair {
 
 /**
  * Opens both connections and runs `use` with them (wiring the store and the cluster); when
- * either step fails, whatever was opened is closed again before the error is thrown.
+ * either step fails, whatever was opened is closed again before the error is thrown. With
+ * `nodeId`, they are named `fastify-realtime:pub:<nodeId>` and `fastify-realtime:sub:<nodeId>`.
  */
 export async function connectPair (
   fastify: FastifyInstance,
   spec: NonNullable<FastifyRealtimeOptions['redis']>,
   log: FastifyBaseLogger,
   timeoutMs: number,
-  use: (pair: RedisPair) => Promise<void>
+  use: (pair: RedisPair) => Promise<void>,
+  nodeId?: string
 ): Promise<RedisPair> {
   const opened: RedisClient[] = []
   const close = async (): Promise<void> => { await Promise.all(opened.map(closeRedis)) }
   try {
-    opened.push(await connectRedis(fastify, spec, log, timeoutMs, 'commands'))
-    opened.push(await connectRedis(fastify, spec, log, timeoutMs, 'subscriber'))
+    const name = (role: string): string | undefined => nodeId === undefined ? undefined : `fastify-realtime:${role}:${nodeId}`
+    opened.push(await connectRedis(fastify, spec, log, timeoutMs, 'commands', name('pub')))
+    opened.push(await connectRedis(fastify, spec, log, timeoutMs, 'subscriber', name('sub')))
     const pair: RedisPair = { pub: opened[0]!, sub: opened[1]!, close }
     await use(pair)
     return pair

@@ -377,6 +377,17 @@ export interface FastifyRealtimeOptions {
   presence?: boolean | RealtimePresenceOptions
   /** Heartbeats behind the cluster figures: how often each node writes its count, and when a silent node drops out. @default { heartbeatMs: 5000, nodeTtlMs: 30000 } */
   cluster?: { heartbeatMs?: number, nodeTtlMs?: number }
+  /**
+   * What a node does when its Redis subscriber drops and comes back (see the README's "What
+   * happens on a Redis blip"): it keeps its sockets, replays what other nodes stored meanwhile and
+   * applies the membership operations issued meanwhile from a shared record of them (a Redis
+   * stream capped at about `operations` entries). Only when that record was trimmed past what it
+   * missed, or lost, does it re-check every local socket's scopes with `rooms`/`canSubscribe`:
+   * `recheckBatch` sockets every `recheckIntervalMs` (on `clock`), never all at once.
+   * @default { operations: 10000, recheckBatch: 50, recheckIntervalMs: 100 }
+   * @example recovery: { operations: 50000, recheckBatch: 20, recheckIntervalMs: 250 }
+   */
+  recovery?: RealtimeRecoveryOptions
   /** TypeBox schemas checked on `broadcast`, by event name. */
   events?: Partial<Record<RealtimeEventName, TSchema>>
   /**
@@ -393,6 +404,16 @@ export interface FastifyRealtimeOptions {
    * @default the system clock
    */
   clock?: RealtimeClock
+}
+
+/** The `recovery` option. */
+export interface RealtimeRecoveryOptions {
+  /** Membership operations kept in the shared record (`XADD <keyPrefix>rt:ops MAXLEN ~ operations`), at least 100. @default 10000 */
+  operations?: number
+  /** Sockets whose scopes are re-checked at once when the record cannot say what was missed. @default 50 */
+  recheckBatch?: number
+  /** Time between two batches of re-checks. @default 100 */
+  recheckIntervalMs?: number
 }
 
 declare module 'fastify' {

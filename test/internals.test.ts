@@ -13,6 +13,7 @@ const fromSocketIo = createRequire(require.resolve('socket.io'))
 const socketIoVersion = (require('socket.io/package.json') as { version: string }).version
 const { Client } = fromSocketIo('./client.js') as { Client: { prototype: Record<string, unknown> } }
 const parser = fromSocketIo('socket.io-parser') as { Decoder: { prototype: object } }
+const adapter = fromSocketIo('socket.io-adapter') as { Adapter: { prototype: Record<string, unknown> } }
 const engine = fromSocketIo('engine.io') as { Socket: { prototype: object }, BaseServer?: { prototype: object }, Server: { prototype: object } }
 
 /** Registers the plugin on a fresh app and returns the error `ready` fails with, or null. */
@@ -50,7 +51,16 @@ t.test('the installed versions have every internal, and register passes', async 
   }
   t.throws(() => { new (parser.Decoder as new (o: object) => { add: (s: string) => void })({ maxAttachments: 0 }).add('51-["x",{"_placeholder":true,"num":0}]') },
     'socket.io-parser Decoder option maxAttachments')
+  t.type(adapter.Adapter.prototype._encode, 'function', 'socket.io-adapter Adapter#_encode')
   t.equal(await registerError(), null)
+})
+
+t.test('socket.io-adapter Adapter#_encode missing: register with redis fails, naming the version', async (t) => {
+  const err = await without(adapter.Adapter.prototype, '_encode', undefined, async () => await registerError({ redis: 'redis://127.0.0.1:6379' }))
+  t.equal(err?.code, 'FST_REALTIME_UNSUPPORTED_VERSION')
+  t.match(err?.message, /socket\.io-adapter \d+\.\d+\.\d+/)
+  t.match(err?.message, 'Adapter#_encode')
+  t.equal(await without(adapter.Adapter.prototype, '_encode', undefined, registerError), null, 'without redis, the recovery that reads it is not wired')
 })
 
 t.test('socket.io Socket#notifyOutgoingListeners missing: register fails, naming the version', async (t) => {

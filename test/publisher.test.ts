@@ -155,7 +155,8 @@ t.test('the publisher refuses exactly what fastify.broadcast refuses, with the s
     ['payload off its schema', ['team:1', 'incident:created', { id: 'i1', level: 0 }]],
     ['payload of the wrong type', ['team:1', 'incident:created', 'i1']],
     ['payload that cannot be serialised', ['team:1', 'e', { n: 1n }]],
-    ['volatile payload that cannot be serialised', ['team:1', 'e', { n: 1n }, { volatile: true }]]
+    ['volatile payload that cannot be serialised', ['team:1', 'e', { n: 1n }, { volatile: true }]],
+    ['payload that is stored but cannot be sent', ['team:1', 'e', { s: Symbol('s') }]]
   ]
   for (const [what, args] of calls) {
     const fromApp = await failure((a.app.broadcast as (...args: unknown[]) => Promise<unknown>)(...args))
@@ -166,7 +167,11 @@ t.test('the publisher refuses exactly what fastify.broadcast refuses, with the s
   const { socket } = await a.connected('u1')
   const cyclic = await failure(publisher.broadcast('team:1', 'e', cycle))
   t.equal(cyclic.code, 'FST_REALTIME_INVALID_PAYLOAD', 'a cycle is the caller\'s mistake, not an outage')
-  await flush(socket)
+  const skipped = waitFor<[{ scope: string, seq: number }]>(socket, 'realtime:skip')
+  t.equal((await failure(publisher.broadcast('team:1', 'e', { s: Symbol('s') }))).code, 'FST_REALTIME_INVALID_PAYLOAD')
+  const [skip] = await skipped
+  t.match(skip, { scope: 'team:1' }, 'the seq it took in the log is skipped for the clients, as a node does')
+  t.equal(skip.seq, (await a.app.broadcast('team:1', 'e', 'next'))!.seq! - 1)
   t.throws(() => createPublisher({ redis: { ...redis }, events: { bad: 42 as never } }), { code: 'FST_REALTIME_INVALID_OPTION' })
   t.throws(() => createPublisher({ redis: { ...redis }, keyPrefix: 'a*' }), { code: 'FST_REALTIME_INVALID_OPTION' })
   t.throws(() => createPublisher({ redis: 42 as never }), { code: 'FST_REALTIME_INVALID_OPTION' })

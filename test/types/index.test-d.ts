@@ -150,6 +150,8 @@ expectType<string | undefined>(diff.joins[0]?.info.id)
   // @ts-expect-error event name not declared in RealtimeEvents
   await publisher.broadcast('team:42', 'incident:unknown', {})
   createPublisher({ redis: { host: '127.0.0.1', port: 6379 }, history: false })
+  // an ioredis client, whose settings the publisher's own connection copies
+  createPublisher({ redis: new (await import('ioredis')).Redis({ lazyConnect: true }), connectTimeoutMs: 5000 })
   // @ts-expect-error redis is required
   createPublisher({ keyPrefix: 'app:' })
   await publisher.close()

@@ -12,10 +12,11 @@ import { Redis } from 'ioredis'
 import {
   REDIS, histQuantile, killChildren, median, mergeHists, quantile, spawn, spread
 } from './lib/util.js'
+import { sharded } from './sharded.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const ROOT = join(HERE, '..')
-const SCENARIOS = ['micro', 'fanout', 'scopes', 'connect', 'memory', 'storm', 'cluster', 'presence', 'publisher']
+const SCENARIOS = ['micro', 'fanout', 'scopes', 'connect', 'memory', 'storm', 'cluster', 'sharded', 'presence', 'publisher']
 
 // ---------- options ----------
 function parseArgs (argv) {
@@ -61,6 +62,11 @@ const cfg = {
   stormEvents: 50,
   clusterN: QUICK ? 200 : 1000,
   clusterBlock: QUICK ? 20_000 : 40_000,
+  // two nodes on a three-master Redis Cluster (bench/sharded.js): fewer groups, so it stays under a minute or two
+  shardedN: QUICK ? 200 : 1000,
+  shardedScopes: 6,
+  shardedBlock: QUICK ? 20_000 : 40_000,
+  shardedGroups: int(args.groups, QUICK ? 5 : 8),
   microMemory: QUICK ? 5000 : 20_000,
   microRedis: QUICK ? 1000 : 3000,
   presenceN: QUICK ? 500 : 1000,
@@ -1042,7 +1048,10 @@ async function main () {
   if (needsRedis && !(await redisReachable())) throw new Error(`Redis is not reachable at ${REDIS.host}:${REDIS.port}`)
 
   const workers = await startWorkers()
-  const plan = { micro, fanout, scopes, connect: connections, memory, storm, cluster, presence, publisher }
+  const shared = {
+    cfg, PREFIX, log, startServer, stopServer, connect, release, broadcastBlock, abba, expectations, usersFor, row, details, raw, armValues, groupRatios, saturated, utilisation, frameCheck, spread, median
+  }
+  const plan = { micro, fanout, scopes, connect: connections, memory, storm, cluster, sharded: (w) => sharded(shared, w), presence, publisher }
   try {
     for (const name of SCENARIOS) {
       if (!cfg.only.includes(name)) continue

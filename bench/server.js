@@ -3,10 +3,10 @@
 // does one arm's work only, and the driver reads this process's CPU around it.
 import { randomBytes, randomUUID } from 'node:crypto'
 import { createServer } from 'node:http'
-import { createAdapter } from '@socket.io/redis-adapter'
+import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter'
 import { createVerifier } from 'fast-jwt'
 import Fastify from 'fastify'
-import { Redis } from 'ioredis'
+import { Cluster, Redis } from 'ioredis'
 import { Registry } from 'prom-client'
 import { Server } from 'socket.io'
 import { EVENT, REDIS, SECRET, cpuSince, now, send, serve, sleep } from './lib/util.js'
@@ -53,6 +53,13 @@ function redisClient (keyPrefix, options = { lazyConnect: true, maxRetriesPerReq
   return client
 }
 
+/** A client of the Redis Cluster at `nodes` (sharded pub/sub), as the plugin opens its own. */
+function clusterClient (nodes, keyPrefix) {
+  const client = new Cluster(nodes, { lazyConnect: true, enableOfflineQueue: false, shardedSubscribers: true, keyPrefix, redisOptions: { maxRetriesPerRequest: 0, commandTimeout: 2000 } })
+  redisClients.push(client)
+  return client
+}
+
 function listening (server) {
   return new Promise((resolve, reject) => {
     server.once('error', reject)
@@ -65,12 +72,18 @@ function listening (server) {
  * (fast-jwt, HS256, same secret) in io.use, the same rooms joined, a ready message, and
  * broadcasts of a byte-identical frame: payload + { id, scope, seq, epoch, at } (the order the plugin writes, as the contract lists it).
  */
-async function rawArm ({ name, auth = 'jwt', history = 'memory', adapter = false, prefix, fastify = false }) {
+async function rawArm ({ name, auth = 'jwt', history = 'memory', adapter = false, cluster = null, prefix, fastify = false }) {
   // `fastify`: the same raw Socket.IO on a Fastify app's server, no plugin: what Fastify itself costs
   const app = fastify ? Fastify({ logger: false }) : null
   const http = app === null ? createServer() : app.server
   const io = new Server(http, IO_OPTIONS)
-  if (adapter) {
+  if (adapter && cluster !== null) {
+    // a Redis Cluster: the official sharded adapter, one channel per room, as the plugin has it
+    const pub = clusterClient(cluster, '')
+    const sub = clusterClient(cluster, '')
+    await Promise.all([pub.connect(), sub.connect()])
+    io.adapter(createShardedAdapter(pub, sub, { channelPrefix: `${prefix}raw:socket.io`, subscriptionMode: 'dynamic' }))
+  } else if (adapter) {
     const pub = redisClient('')
     const sub = redisClient('')
     await Promise.all([pub.connect(), sub.connect()])
@@ -108,13 +121,14 @@ async function rawArm ({ name, auth = 'jwt', history = 'memory', adapter = false
   const seqs = new Map()
   let broadcast
   if (history === 'redis') {
-    const redis = redisClient(`${prefix}raw:`, HISTORY_CONNECTION)
+    const redis = cluster === null ? redisClient(`${prefix}raw:`, HISTORY_CONNECTION) : clusterClient(cluster, `${prefix}raw:`)
     await redis.connect()
     redis.defineCommand('rawAppend', { numberOfKeys: 2, lua: RAW_APPEND })
     broadcast = async (scope, payload) => {
       const id = randomUUID()
       const at = Date.now()
-      const seq = await redis.rawAppend(`s:${scope}`, `l:${scope}`, JSON.stringify({ id, event: EVENT, payload, at }))
+      // one hash tag: both keys in one slot on a cluster
+      const seq = await redis.rawAppend(`s:{${scope}}`, `l:{${scope}}`, JSON.stringify({ id, event: EVENT, payload, at }))
       io.to(scope).emit(EVENT, payload, { id, scope, seq, epoch, at })
     }
   } else {
@@ -145,11 +159,13 @@ async function rawArm ({ name, auth = 'jwt', history = 'memory', adapter = false
  * runs it). Redis history without the adapter (one node) is a RedisHistoryStore on a connection
  * of our own, passed as `history.store`, since the `redis` option always brings the adapter.
  */
-async function pluginArm ({ name, history = 'memory', adapter = false, presence = false, metrics = false, prefix }) {
+async function pluginArm ({ name, history = 'memory', adapter = false, cluster = null, presence = false, metrics = false, prefix }) {
   const app = Fastify({ logger: false })
   let historyOption = history === false ? false : { store: history }
   let redis
-  if (adapter) {
+  if (adapter && cluster !== null) {
+    redis = { cluster, options: { keyPrefix: `${prefix}plugin:` } }
+  } else if (adapter) {
     redis = { ...REDIS, keyPrefix: `${prefix}plugin:` }
   } else if (history === 'redis') {
     const client = redisClient(`${prefix}plugin:`, HISTORY_CONNECTION)

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify'
-import { createAdapter } from '@socket.io/redis-adapter'
-import type { Redis } from 'ioredis'
+import { createAdapter, createShardedAdapter } from '@socket.io/redis-adapter'
+import type { Cluster as RedisCluster, Redis } from 'ioredis'
 import {
   FST_REALTIME_CLUSTER_TIMEOUT,
   FST_REALTIME_CLUSTER_UNAVAILABLE,
@@ -11,7 +11,7 @@ import {
 import { isScope, userIdString, userScope } from './protocol.js'
 import type { RealtimeServer, RealtimeStats } from './types.js'
 import { writable } from './internals.js'
-import { Subscriptions } from './redis.js'
+import { isCluster, keyPrefixOf, Subscriptions, type RedisClient } from './redis.js'
 import { cut, withTimeout } from './util.js'
 
 /** Server-side event the nodes exchange for membership operations. */
@@ -20,7 +20,9 @@ const CLUSTER_EVENT = 'realtime:cluster'
 /**
  * The adapter's channel key, under the client's keyPrefix: `<keyPrefix>fastify-realtime#/#…` and
  * `<keyPrefix>fastify-realtime-request#/#`. Not the adapter's default `socket.io`, which another
- * Socket.IO deployment on the same Redis would share (its servers would count as nodes).
+ * Socket.IO deployment on the same Redis would share (its servers would count as nodes). On a
+ * Redis Cluster it is the sharded adapter's `channelPrefix`: `<keyPrefix>fastify-realtime#/#`,
+ * and one channel per scope with sockets, `<keyPrefix>fastify-realtime#/#<scope>#`.
  */
 export const CHANNEL_KEY = 'fastify-realtime'
 
@@ -61,8 +63,9 @@ export interface ClusterOptions {
 
 // Heartbeats, under the client's keyPrefix: a sorted set of node ids by last beat (Redis TIME)
 // and a hash of their connection counts. Reading them costs O(nodes), never a fetchSockets().
-const NODES_KEY = 'rt:nodes'
-const COUNTS_KEY = 'rt:node-connections'
+// One hash tag: on a Redis Cluster both are in one slot, so each script touches one master.
+const NODES_KEY = 'rt:{cluster}:nodes'
+const COUNTS_KEY = 'rt:{cluster}:node-connections'
 
 const NOW = `
 local t = redis.call('TIME')
@@ -98,7 +101,7 @@ const LIVE = `${NOW}
 return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
 `
 
-interface ClusterClient extends Redis {
+type ClusterClient = RedisClient & {
   realtimeHeartbeat: (nodes: string, counts: string, nodeId: string, connections: number, ttlMs: number) => Promise<number>
   realtimeCounts: (nodes: string, counts: string, ttlMs: number) => Promise<[number, number]>
   realtimeLiveNodes: (nodes: string, ttlMs: number) => Promise<string[]>
@@ -197,15 +200,11 @@ export class Cluster {
    * Both are the plugin's own connections (their key prefix checked by `connectRedis`), and both must be ready. Rejects (leaving nothing
    * running) when the channels cannot be subscribed or the first heartbeat cannot be written.
    */
-  async connect (pub: Redis, sub: Redis, options: ClusterOptions): Promise<void> {
-    const keyPrefix = pub.options.keyPrefix ?? ''
-    // The adapter publishes without handling a refusal; while Redis is away that refusal must
-    // not become an unhandled rejection (local delivery goes on regardless).
-    const publish = pub.publish.bind(pub)
-    pub.publish = ((...args: Parameters<Redis['publish']>) => publish(...args).catch((err: Error) => {
-      this.#log.debug({ err }, 'fastify-realtime: cluster publish failed')
-      return 0
-    })) as Redis['publish']
+  async connect (pub: RedisClient, sub: RedisClient, options: ClusterOptions): Promise<void> {
+    const keyPrefix = keyPrefixOf(pub)
+    const sharded = isCluster(pub)
+    if (sharded) this.#guardShardedPublish(pub, keyPrefix)
+    else this.#guardPublish(pub)
     pub.defineCommand('realtimeHeartbeat', { numberOfKeys: 2, lua: HEARTBEAT })
     pub.defineCommand('realtimeCounts', { numberOfKeys: 2, lua: COUNTS })
     pub.defineCommand('realtimeLiveNodes', { numberOfKeys: 1, lua: LIVE })
@@ -219,7 +218,12 @@ export class Cluster {
     }
     this.#link = link
     try {
-      this.#io.adapter(createAdapter(pub, sub, { key: `${keyPrefix}${CHANNEL_KEY}`, requestsTimeout: options.timeoutMs }))
+      this.#io.adapter(sharded
+        // 'dynamic': one channel per scope, so a broadcast reaches only the nodes with sockets in
+        // it, and the channels of all scopes spread over every master (operations and requests
+        // keep to the namespace's own channel, which every node subscribes)
+        ? createShardedAdapter(pub, sub, { channelPrefix: `${keyPrefix}${CHANNEL_KEY}`, subscriptionMode: 'dynamic' })
+        : createAdapter(pub as Redis, sub as Redis, { key: `${keyPrefix}${CHANNEL_KEY}`, requestsTimeout: options.timeoutMs }))
       if (!await subscriptions.settled()) throw new FST_REALTIME_REDIS_UNAVAILABLE('the cluster channels could not be subscribed')
       // subscribed before the first beat: a node that others count as live hears their operations
       await this.#beat()
@@ -293,8 +297,12 @@ export class Cluster {
   async reachable (): Promise<boolean> {
     const link = this.#link
     if (link === null || !writable(link.pub) || !link.subscriptions.current) return false
+    // on a Redis Cluster, every master: a scope whose master is away has neither history nor fan-out
+    const targets: Array<Redis | RedisCluster> = isCluster(link.pub) ? link.pub.nodes('master') : [link.pub]
+    if (targets.length === 0) return false
     try {
-      return await withTimeout(() => link.pub.ping(), 1000, 'Redis ping') === 'PONG'
+      const answers = await Promise.all(targets.map(async (target) => await withTimeout(() => target.ping(), 1000, 'Redis ping')))
+      return answers.every((answer) => answer === 'PONG')
     } catch {
       return false
     }
@@ -313,6 +321,32 @@ export class Cluster {
     } catch {
       // the node drops out of the counts by itself after nodeTtlMs
     }
+  }
+
+  /**
+   * The adapter publishes without handling a refusal; while Redis is away that refusal must
+   * not become an unhandled rejection (local delivery goes on regardless).
+   */
+  #guardPublish (pub: Redis): void {
+    const publish = pub.publish.bind(pub)
+    pub.publish = ((...args: Parameters<Redis['publish']>) => publish(...args).catch((err: Error) => {
+      this.#log.debug({ err }, 'fastify-realtime: cluster publish failed')
+      return 0
+    })) as Redis['publish']
+  }
+
+  /**
+   * The same for SPUBLISH on a Redis Cluster, where ioredis counts the channel as a key and puts
+   * the key prefix in front of it: the channel names carry the prefix already (the subscriber,
+   * which has none, must see them as the adapter named them), so it is taken off first.
+   */
+  #guardShardedPublish (pub: RedisCluster, keyPrefix: string): void {
+    const spublish = pub.spublish.bind(pub) as (channel: string, message: string | Buffer) => Promise<number>
+    const unprefixed = (channel: string): string => keyPrefix !== '' && channel.startsWith(keyPrefix) ? channel.slice(keyPrefix.length) : channel
+    pub.spublish = ((channel: string, message: string | Buffer) => spublish(unprefixed(String(channel)), message).catch((err: Error) => {
+      this.#log.debug({ err }, 'fastify-realtime: cluster publish failed')
+      return 0
+    })) as RedisCluster['spublish']
   }
 
   async #beat (): Promise<void> {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { hostname } from 'node:os'
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import { Redis } from 'ioredis'
+import { Cluster as RedisCluster, Redis } from 'ioredis'
 import { Server } from 'socket.io'
 import { HandshakeGuard, admission, closeTransports } from './admission.js'
 import { Auth } from './auth.js'
@@ -41,7 +41,7 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
   const guard = new HandshakeGuard(options.limits.handshakesPerAddress)
   const parser = options.io.parser ?? limitedParser(options.limits.binaryAttachments, options.io.connectTimeout, clock)
   const io: RealtimeServer = new Server(fastify.server, { ...options.io, parser, allowRequest: admission(options.io, guard, () => state.closing) })
-  checkInternals(io, options.redis === null ? null : Redis)
+  checkInternals(io, options.redis === null ? null : Redis, options.redis === null ? null : RedisCluster)
   io.engine.on('connection', (conn: Parameters<HandshakeGuard['opened']>[0]) => { guard.opened(conn) })
 
   // metrics (prom-client is loaded only when they are on), logs and the app's hooks

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import { Socket } from 'socket.io'
 import { FST_REALTIME_UNSUPPORTED_VERSION } from './errors.js'
 import type { RealtimeServer, RealtimeSocket } from './types.js'
@@ -166,19 +166,21 @@ export function socketIoParser (): SocketIoParser {
   return { Encoder, Decoder }
 }
 
-/** The subscribe family of ioredis methods, in the shape the adapter calls them. */
-export type SubscribeMethod = 'subscribe' | 'psubscribe' | 'unsubscribe' | 'punsubscribe'
+/** The subscribe family of ioredis methods, in the shape the adapters call them (the s* ones: the sharded adapter). */
+export type SubscribeMethod = 'subscribe' | 'psubscribe' | 'unsubscribe' | 'punsubscribe' | 'ssubscribe' | 'sunsubscribe'
 export type RedisCall = (...args: unknown[]) => Promise<unknown>
-export const SUBSCRIBE_METHODS: readonly SubscribeMethod[] = ['subscribe', 'psubscribe', 'unsubscribe', 'punsubscribe']
+export const SUBSCRIBE_METHODS: readonly SubscribeMethod[] = ['subscribe', 'psubscribe', 'unsubscribe', 'punsubscribe', 'ssubscribe', 'sunsubscribe']
 
 /**
- * Routes every (p)subscribe and (p)unsubscribe the Redis adapter makes on the plugin's own
+ * Routes every (p|s)subscribe and (p|s)unsubscribe the Redis adapter makes on the plugin's own
  * subscriber connection through `route`, returns the original methods, and turns ioredis'
- * own resubscribe (`options.autoResubscribe`, public since 1.x but read at each reconnect) off:
- * the plugin restores what is still wanted itself. Methods are replaced on this one instance.
+ * own resubscribe (`options.autoResubscribe`, public since 1.x but read at each reconnect) off
+ * on a single Redis: the plugin restores what is still wanted itself. (A Cluster's sharded
+ * subscribers always restore what they knew; see `Subscriptions`.) Methods are replaced on this
+ * one instance.
  */
-export function routeSubscriptions (sub: Redis, route: (method: SubscribeMethod, args: unknown[]) => Promise<unknown>): Record<SubscribeMethod, RedisCall> {
-  sub.options.autoResubscribe = false
+export function routeSubscriptions (sub: Redis | Cluster, route: (method: SubscribeMethod, args: unknown[]) => Promise<unknown>): Record<SubscribeMethod, RedisCall> {
+  if (!(sub as Cluster).isCluster) (sub as Redis).options.autoResubscribe = false
   const methods = sub as unknown as Record<SubscribeMethod, RedisCall>
   const originals = {} as Record<SubscribeMethod, RedisCall>
   for (const method of SUBSCRIBE_METHODS) {
@@ -189,11 +191,21 @@ export function routeSubscriptions (sub: Redis, route: (method: SubscribeMethod,
 }
 
 /**
- * Whether a command sent on `client` now would be written: ioredis keeps `status` 'ready' for a
- * moment after its socket (`Redis#stream`, typed but undocumented) has ended.
+ * ioredis `Cluster` events of its sharded subscribers (`shardedSubscribers`, since ioredis 5.8):
+ * `-node` when a master's subscriber connection ends, `subscribersReady` once the subscribers
+ * are connected again and ioredis has sent its own SSUBSCRIBEs (emitted after every attempt, so
+ * what it means is checked by subscribing again). Not in ioredis' README.
  */
-export function writable (client: Redis): boolean {
-  const stream = client.stream as Redis['stream'] | undefined
+export const SHARDED_EVENTS = { dropped: '-node', reconnected: 'subscribersReady' } as const
+
+/**
+ * Whether a command sent on `client` now would be written: ioredis keeps `status` 'ready' for a
+ * moment after its socket (`Redis#stream`, typed but undocumented) has ended. A Cluster has one
+ * socket per node: its own status says whether it takes commands.
+ */
+export function writable (client: Redis | Cluster): boolean {
+  if ((client as Cluster).isCluster) return client.status === 'ready'
+  const stream = (client as Redis).stream as Redis['stream'] | undefined
   return client.status === 'ready' && stream !== undefined && stream.writable && !stream.writableEnded
 }
 
@@ -225,7 +237,7 @@ function missing (pkg: string, internal: string, from?: NodeJS.Require): never {
  * Checks at `register` that every internal above is where this file expects it, on the
  * Socket.IO server the plugin has just created. Throws FST_REALTIME_UNSUPPORTED_VERSION.
  */
-export function checkInternals (io: RealtimeServer, redis: { prototype: object } | null): void {
+export function checkInternals (io: RealtimeServer, redis: { prototype: object } | null, cluster: { prototype: object } | null = null): void {
   if (typeof (Socket.prototype as unknown as SocketInternals).notifyOutgoingListeners !== 'function') {
     missing('socket.io', 'Socket#notifyOutgoingListeners')
   }
@@ -249,6 +261,12 @@ export function checkInternals (io: RealtimeServer, redis: { prototype: object }
     const proto = redis.prototype as Record<string, unknown>
     for (const method of SUBSCRIBE_METHODS) {
       if (typeof proto[method] !== 'function') missing('ioredis', `Redis#${method}`)
+    }
+  }
+  if (cluster !== null) {
+    const proto = cluster.prototype as Record<string, unknown>
+    for (const method of SUBSCRIBE_METHODS) {
+      if (typeof proto[method] !== 'function') missing('ioredis', `Cluster#${method}`)
     }
   }
 }

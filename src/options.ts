@@ -6,6 +6,7 @@ import type { TSchema } from 'typebox'
 import { systemClock, type RealtimeClock } from './clock.js'
 import { FST_REALTIME_INVALID_OPTION } from './errors.js'
 import type { HistoryStore } from './history/store.js'
+import { checkRedisSpec } from './redis.js'
 import type {
   FastifyRealtimeOptions,
   RealtimeAuthOptions,
@@ -238,7 +239,7 @@ function checkCors (io: NormalizedOptions['io']): NormalizedOptions['io'] {
 /** What a union-typed option accepts, for the message when a value fits none of its forms. */
 const FORMS: Record<string, string> = {
   history: 'false or { store, ttl, max }',
-  redis: 'true, a Redis URL or ioredis options',
+  redis: 'true, a Redis URL, ioredis options, an ioredis Cluster or { cluster, options }',
   health: 'false or { path, routeOptions, cacheMs, details }',
   metrics: 'true, false or { registry, prefix }',
   rateLimit: 'false or { max, windowMs }',
@@ -315,6 +316,7 @@ export function normalizeOptions (options: FastifyRealtimeOptions | undefined): 
     }
     history = { store, ttl: opts.history?.ttl ?? 300, max: opts.history?.max ?? 50 }
   }
+  checkRedisSpec(opts.redis)
   if (history !== false && history.store === 'redis' && opts.redis === undefined) {
     fail('history.store', "'redis' needs the redis option")
   }

@@ -301,10 +301,12 @@ export interface FastifyRealtimeOptions {
   /**
    * Redis for history and multi-node fan-out: `true` reuses `fastify.redis` (duplicated; the app's
    * client is never closed), or a URL / ioredis options (the plugin's own connections, closed on
-   * `close()`). Keys and channels live under the client's `keyPrefix`, which must not contain
-   * `* ? [ ] \`.
+   * `close()`). A Redis Cluster: `{ cluster: [{ host, port }, …], options? }` or an ioredis
+   * `Cluster` (duplicated, never closed by the plugin; with `true`, when `fastify.redis` is one).
+   * Keys and channels live under the client's `keyPrefix`, which must not contain `* ? [ ] \`.
+   * @example { cluster: [{ host: '10.0.0.1', port: 6379 }], options: { keyPrefix: 'app:' } }
    */
-  redis?: true | string | RealtimeRedisOptions
+  redis?: true | string | RealtimeRedisOptions | RealtimeRedisClusterOptions | RealtimeRedisCluster
   /** Health route; `false` removes it. @default { path: '/health/realtime', cacheMs: 1000, details: true } */
   health?: false | RealtimeHealthOptions
   /** Prometheus metrics through prom-client; `true` uses its global registry. @default false */
@@ -421,6 +423,8 @@ export interface RealtimeRedisOptions {
   /** Node `tls.connect` options: set to use TLS. */
   tls?: object
   connectionName?: string
+  /** Not here: a Redis Cluster is `{ cluster, options }` (see `RealtimeRedisClusterOptions`). */
+  cluster?: never
   /**
    * Any other ioredis option (`retryStrategy`, `family`, `commandTimeout`…). `any`, not
    * `unknown`: an ioredis `RedisOptions` interface must stay assignable to this one.
@@ -439,4 +443,33 @@ export interface RealtimeRedisClient {
   off: (event: 'ready', listener: () => void) => unknown
   ping: () => Promise<string>
   del: (...keys: string[]) => Promise<number>
+}
+
+/** A Redis Cluster the plugin opens its own clients to (Redis 7 or later: sharded pub/sub). */
+export interface RealtimeRedisClusterOptions {
+  /** Startup nodes: one reachable master is enough, the others are discovered. */
+  cluster: Array<{ host?: string, port: number }>
+  /**
+   * ioredis `ClusterOptions`, handed to ioredis as they are (`keyPrefix`, `redisOptions` for
+   * passwords and TLS, `natMap`…), except what the plugin's own connections need: no offline
+   * queue, sharded subscribers.
+   */
+  options?: {
+    /** Prefix of every key and channel the plugin uses; must not contain `* ? [ ] \`. */
+    keyPrefix?: string
+    /** Options for each node's connection (ioredis `RedisOptions`, without host and port). */
+    redisOptions?: RealtimeRedisOptions
+    /** Any other ioredis `ClusterOptions` field. */
+    [option: string]: any
+  }
+}
+
+/**
+ * The part of an ioredis `Cluster` the plugin uses: it duplicates the app's client for
+ * connections of its own. Declared here so the package's types do not depend on ioredis'.
+ */
+export interface RealtimeRedisCluster {
+  /** True on an ioredis `Cluster`. */
+  readonly isCluster: boolean
+  duplicate: (...args: any[]) => unknown
 }

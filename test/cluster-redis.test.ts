@@ -317,7 +317,7 @@ t.test('cluster figures are left out once they would be stale; the heartbeat key
   const { app } = await build(t, { redis: { host: REDIS_HOST, port: redis.port, keyPrefix: 'st:' }, cluster: { heartbeatMs: 100, nodeTtlMs: 1000 } })
   const admin = redisClient(t, redis.port)
   t.same((await app.realtime.stats()).cluster, { nodes: 1, connections: 0 })
-  for (const key of ['st:rt:nodes', 'st:rt:node-connections']) {
+  for (const key of ['st:rt:{cluster}:nodes', 'st:rt:{cluster}:node-connections']) {
     const ttl = await admin.pttl(key)
     t.ok(ttl > 0 && ttl <= 1000, `${key} expires within the node ttl (${ttl} ms)`)
   }
@@ -336,7 +336,7 @@ t.test('a cluster whose last node was killed leaves no heartbeat keys behind', a
   const prefix = clusterPrefix(t)
   const node = await startNode(t, { KEY_PREFIX: prefix, HEARTBEAT_MS: '100', NODE_TTL_MS: '1000' })
   const admin = redisClient(t)
-  const keys = [`${prefix}rt:nodes`, `${prefix}rt:node-connections`]
+  const keys = [`${prefix}rt:{cluster}:nodes`, `${prefix}rt:{cluster}:node-connections`]
   await poll('heartbeat written', async () => await admin.exists(...keys), (n) => n === 2)
   await node.stop('SIGKILL')
   await poll('both keys gone', async () => await admin.exists(...keys), (n) => n === 0, 10_000)

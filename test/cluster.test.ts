@@ -31,12 +31,15 @@ t.test('a broadcast on one node reaches clients on every node, with one seq per 
   // each client's fence comes from the other node, after that node's last tick
   await Promise.all([fence(b, 'u1', onA.socket), fence(a, 'u2', onB.socket)])
   for (const [name, seen] of [['client on A', seenA], ['client on B', seenB]] as const) {
-    t.same(seen.map(([payload, meta]) => [payload, meta.seq, meta.epoch, meta.scope, meta.replayed]), [
+    // a raw client: an event from the other node may come after a later one broadcast here (SPEC §6);
+    // putting them in order is the bundled client's job, tested in client-catchup.test.ts
+    const bySeq = [...seen].sort(([, x], [, y]) => (x.seq ?? 0) - (y.seq ?? 0))
+    t.same(bySeq.map(([payload, meta]) => [payload, meta.seq, meta.epoch, meta.scope, meta.replayed]), [
       [{ n: 1 }, 1, epoch, 'team:1', undefined],
       [{ n: 2 }, 2, epoch, 'team:1', undefined],
       [{ n: 3 }, 3, epoch, 'team:1', undefined],
       [{ n: 4 }, 4, epoch, 'team:1', undefined]
-    ], `${name}: every event once, live, seqs 1-4 in order`)
+    ], `${name}: every event once, live, seqs 1-4`)
   }
 })
 
@@ -73,7 +76,8 @@ t.test('an operation that a node does not acknowledge rejects after clusterTimeo
   const env = {
     KEY_PREFIX: clusterPrefix(t),
     ROOMS: JSON.stringify({ u1: ['team:1'], u2: ['team:1'], u3: ['team:1'] }),
-    CLUSTER_TIMEOUT_MS: '800'
+    // long enough for three nodes to connect to Redis at ready on a busy machine
+    CLUSTER_TIMEOUT_MS: '2000'
   }
   const [a, b, stalled] = await startCluster(t, 3, env) as [NodeProcess, NodeProcess, NodeProcess]
   const [u1, u2, u3] = await Promise.all([clientFor(t, a.url, 'u1'), clientFor(t, a.url, 'u2'), clientFor(t, a.url, 'u3')])
@@ -89,7 +93,7 @@ t.test('an operation that a node does not acknowledge rejects after clusterTimeo
   ])
   for (const [op, res] of [['join', join], ['leave', leave], ['disconnect', disconnect]] as const) {
     t.equal(res.status, 504, `${op} answers 504`)
-    t.match(res.body, { code: 'FST_REALTIME_CLUSTER_TIMEOUT', message: new RegExp(`${op} did not complete on every node within 800 ms`) })
+    t.match(res.body, { code: 'FST_REALTIME_CLUSTER_TIMEOUT', message: new RegExp(`${op} did not complete on every node within 2000 ms`) })
   }
   // the nodes that do answer have applied it all the same
   t.same((await a.get('/local-rooms/u1')).body, [['team:1', 'team:9', 'user:u1']])

@@ -301,7 +301,7 @@ t.test('option errors name the failing path, also inside union options', async (
     [{ rateLimit: { max: 0 } }, /rateLimit\.max: must be >= 1/],
     [{ health: { path: 'x' } }, /health\.path/],
     [{ history: { ttl: -1 } }, /history\.ttl: must be >= 1/],
-    [{ redis: 42 }, /redis: must be true, a Redis URL or ioredis options/],
+    [{ redis: 42 }, /redis: must be true, a Redis URL, ioredis options, an ioredis Cluster or \{ cluster, options \}/],
     [{ limits: { scopesPerSocket: 0 } }, /limits\.scopesPerSocket/],
     [{ limits: { nope: 1 } }, /limits: unknown option "nope"/],
     [{ auth: { secret: '   ' } }, /auth\.secret: must not be empty/],

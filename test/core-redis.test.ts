@@ -84,7 +84,7 @@ t.test('redis: true duplicates the app\'s own client and leaves it open on close
   const named = async (): Promise<number> => (await appClient.client('LIST') as string).split('\n').filter((line) => line.includes(` name=${name} `)).length
   t.equal(await named(), 3, 'the app\'s connection, and two of the plugin\'s own made from it')
   t.match(await app.broadcast('team:1', 'n', 1), { stored: true, seq: 1 })
-  t.equal(await appClient.exists('rt:m:team:1'), 1, 'the duplicates keep the app client\'s options (its key prefix)')
+  t.equal(await appClient.exists('rt:m:{team:1}'), 1, 'the duplicates keep the app client\'s options (its key prefix)')
 
   await app.close()
   t.equal(appClient.status, 'ready', 'the app\'s client is still ready after close')

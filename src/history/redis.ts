@@ -1,4 +1,5 @@
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
+import { isCluster, keyPrefixOf, type RedisClient } from '../redis.js'
 import { FST_REALTIME_INVALID_PAYLOAD } from '../errors.js'
 import type { Position } from '../protocol.js'
 import { emptyPosition, keepFor, planRead, type LogView, type ReadContext } from './plan.js'
@@ -14,25 +15,33 @@ export interface RedisHistoryOptions {
   now?: () => number
 }
 
-// Keys, under the client's own ioredis `keyPrefix`:
-//   rt:id         the store's identity, part of every epoch (new after a flush)
-//   rt:m:<scope>  hash: seq, epoch, started, last (store ms of the newest append), floor
+// Keys, under the client's own ioredis `keyPrefix`. Every key of one scope carries the scope as
+// its hash tag, so each script touches one slot (a Redis Cluster keeps them on one master):
+//   rt:i:{<scope>}  the scope's store identity, part of every epoch: new after a flush (of the
+//                 master that holds the scope) or once unused for `keep`; expires `keep` after
+//                 its last use, so it outlives the scope's position
+//   rt:m:{<scope>}  hash: seq, epoch, started, last (store ms of the newest append), floor
 //                 (see LogView.floor); expires `keep` after the newest append
-//   rt:l:<scope>  list of "<seq>:<stored ms>:<json entry>", oldest first, at most `max`;
+//   rt:l:{<scope>}  list of "<seq>:<stored ms>:<json entry>", oldest first, at most `max`;
 //                 expires `ttl` after the newest append
-//   rt:o:<scope>:<key>  an idempotency key used for the scope: "<store ms it ends>:<seq>:<epoch>:
+//   rt:o:{<scope>}:<key>  an idempotency key used for the scope: "<store ms it ends>:<seq>:<epoch>:
 //                 <json of the entry's id, at and by>"; expires `ttl` after that append
-const ID_KEY = 'rt:id'
-const metaKey = (scope: string): string => `rt:m:${scope}`
-const logKey = (scope: string): string => `rt:l:${scope}`
-const onceKey = (scope: string, key: string): string => `rt:o:${scope}:${key}`
+const idKey = (scope: string): string => `rt:i:{${scope}}`
+const metaKey = (scope: string): string => `rt:m:{${scope}}`
+const logKey = (scope: string): string => `rt:l:{${scope}}`
+const onceKey = (scope: string, key: string): string => `rt:o:{${scope}}:${key}`
+/** What every identity key matches, under the key prefix (for SCAN). */
+const ID_PATTERN = 'rt:i:{*'
 
-/** Past this many scopes with unstored broadcasts, the store takes a new identity instead of listing them. */
+/** Past this many scopes with unstored broadcasts, every scope takes a new identity instead of listing them. */
 const MAX_LOST_SCOPES = 10_000
+/** Lost scopes dropped at once: one script each (their keys are in different slots on a cluster). */
+const DROP_BATCH = 100
 
-// Sets `now` (ARGV[1], or Redis TIME when it is -1) and `id` (the store identity, created on
-// first use). `idKey` is the Lua expression naming the id key.
-const clockAndId = (idKey: string): string => `
+// Sets `now` (ARGV[1], or Redis TIME when it is -1) and `id` (the scope's identity, created on
+// first use; its expiry is pushed to `keep` ms from now, the Lua expression `keep`).
+// `idKey` is the Lua expression naming the id key.
+const clockAndId = (idKey: string, keep: string): string => `
 local now = tonumber(ARGV[1])
 if now < 0 then
   local t = redis.call('TIME')
@@ -44,6 +53,7 @@ if not id then
   id = 'r' .. t[1] .. t[2]
   if not redis.call('SET', ${idKey}, id, 'NX') then id = redis.call('GET', ${idKey}) end
 end
+redis.call('PEXPIRE', ${idKey}, ${keep})
 `
 
 // The start of a new generation of the scope whose meta hash is `meta`: later than any earlier
@@ -94,7 +104,7 @@ redis.call('PEXPIRE', KEYS[1], keep)
 redis.call('PEXPIRE', KEYS[2], ttl)
 `
 
-const APPEND = `${clockAndId('KEYS[3]')}${APPEND_STEP}
+const APPEND = `${clockAndId('KEYS[3]', 'ARGV[5]')}${APPEND_STEP}
 return { seq, epoch }
 `
 
@@ -102,7 +112,7 @@ return { seq, epoch }
 // appends nothing and answers { 'once', "<seq>:<epoch>:<json>" }; otherwise the key is set in the
 // same atomic step.
 // KEYS: meta, log, id, once. ARGV: as APPEND, then the json of the entry's id, at and by.
-const APPEND_ONCE = `${clockAndId('KEYS[3]')}
+const APPEND_ONCE = `${clockAndId('KEYS[3]', 'ARGV[5]')}
 local first = redis.call('GET', KEYS[4])
 if first then
   local sep = string.find(first, ':', 1, true)
@@ -114,22 +124,20 @@ redis.call('SET', KEYS[4], (now + ttl) .. ':' .. seq .. ':' .. epoch .. ':' .. A
 return { seq, epoch }
 `
 
-// Replaces the log of every scope given with an empty generation that covers no earlier seq-0
-// position: those scopes had broadcasts that were delivered but never stored.
-// KEYS: id, then meta and log of each scope. ARGV: now|-1, keep ms.
-const DROP = `${clockAndId('KEYS[1]')}${NEXT_START}
+// Replaces the log of a scope with an empty generation that covers no earlier seq-0 position:
+// the scope had broadcasts that were delivered but never stored.
+// KEYS: id, meta, log. ARGV: now|-1, keep ms.
+const DROP = `${clockAndId('KEYS[1]', 'ARGV[2]')}${NEXT_START}
 local keep = tonumber(ARGV[2])
-for i = 2, #KEYS, 2 do
-  local start = nextStart(KEYS[i])
-  redis.call('DEL', KEYS[i], KEYS[i + 1])
-  redis.call('HSET', KEYS[i], 'seq', 0, 'epoch', id .. '.' .. start, 'started', start, 'last', now, 'floor', start)
-  redis.call('PEXPIRE', KEYS[i], keep)
-end
-return (#KEYS - 1) / 2
+local start = nextStart(KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[2], 'seq', 0, 'epoch', id .. '.' .. start, 'started', start, 'last', now, 'floor', start)
+redis.call('PEXPIRE', KEYS[2], keep)
+return 1
 `
 
-// A consistent snapshot of one scope. KEYS: meta, log, id. ARGV: now|-1, with events (1|0).
-const SNAPSHOT = `${clockAndId('KEYS[3]')}
+// A consistent snapshot of one scope. KEYS: meta, log, id. ARGV: now|-1, with events (1|0), keep ms.
+const SNAPSHOT = `${clockAndId('KEYS[3]', 'ARGV[3]')}
 local m = redis.call('HMGET', KEYS[1], 'seq', 'epoch', 'started', 'last', 'floor')
 local events = {}
 if ARGV[2] == '1' then events = redis.call('LRANGE', KEYS[2], 0, -1) end
@@ -138,11 +146,11 @@ return { id, tostring(now), m[1] or '', m[2] or '', m[3] or '', m[4] or '', m[5]
 
 type Snapshot = [string, string, string, string, string, string, string, string[]]
 
-interface ScriptedClient extends Redis {
+type ScriptedClient = RedisClient & {
   realtimeAppend: (meta: string, log: string, id: string, now: number, entry: string, max: number, ttlMs: number, keepMs: number) => Promise<[number, string]>
   realtimeAppendOnce: (meta: string, log: string, id: string, once: string, now: number, entry: string, max: number, ttlMs: number, keepMs: number, origin: string) => Promise<[number, string] | ['once', string]>
-  realtimeDrop: (numKeys: number, ...keysThenArgs: Array<string | number>) => Promise<number>
-  realtimeSnapshot: (meta: string, log: string, id: string, now: number, withEvents: 0 | 1) => Promise<Snapshot>
+  realtimeDrop: (id: string, meta: string, log: string, now: number, keepMs: number) => Promise<number>
+  realtimeSnapshot: (meta: string, log: string, id: string, now: number, withEvents: 0 | 1, keepMs: number) => Promise<Snapshot>
 }
 
 /** What an idempotency key holds (see APPEND_ONCE): the first entry's place, id, time and `by`. */
@@ -155,6 +163,34 @@ function parseOnce (raw: string): OnceResult {
     throw new Error('An idempotency key in Redis holds something unreadable')
   }
   return { seq, epoch: raw.slice(first + 1, second), first: origin }
+}
+
+/**
+ * Deletes every scope's identity key: SCAN on the one Redis, or on every master of a cluster (a
+ * key at a time there, as the keys are in many slots). Only when too many scopes lost broadcasts
+ * to list them, so rarely, and the scan is bounded by the keyspace.
+ */
+async function forgetIdentities (client: RedisClient): Promise<void> {
+  const prefix = keyPrefixOf(client)
+  // a cluster's node connections have no key prefix (the cluster client adds it); a single
+  // Redis adds it again to what SCAN returns, so it is taken off first
+  const targets: Array<{ node: Redis | Cluster, strip: number }> = isCluster(client)
+    ? client.nodes('master').map((node) => ({ node, strip: 0 }))
+    : [{ node: client, strip: prefix.length }]
+  for (const { node, strip } of targets) {
+    let cursor = '0'
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}${ID_PATTERN}`, 'COUNT', 1000)
+      cursor = next
+      if (keys.length > 0) {
+        const pipeline = node.pipeline()
+        for (const key of keys) pipeline.unlink(key.slice(strip))
+        const results = await pipeline.exec()
+        const failed = results?.find(([err]) => err !== null)
+        if (failed !== undefined) throw failed[0]
+      }
+    } while (cursor !== '0')
+  }
 }
 
 /** A meta hash that cannot be read: nothing in it can be trusted, so no read is ok. */
@@ -206,7 +242,7 @@ export class RedisHistoryStore implements HistoryStore {
   #client: ScriptedClient | null = null
   /** Scopes with broadcasts that were delivered but not stored; their logs are dropped before the next use. */
   readonly #lost = new Set<string>()
-  /** Too many lost scopes to list: the next recovery gives the store a new identity instead. */
+  /** Too many lost scopes to list: the next recovery gives every scope a new identity instead. */
   #lostAll = false
   /** The recovery in flight; every use of the store waits for it. */
   #recovering: Promise<void> | null = null
@@ -227,7 +263,7 @@ export class RedisHistoryStore implements HistoryStore {
     this.#client?.off('ready', this.#onReady)
     client.defineCommand('realtimeAppend', { numberOfKeys: 3, lua: APPEND })
     client.defineCommand('realtimeAppendOnce', { numberOfKeys: 4, lua: APPEND_ONCE })
-    client.defineCommand('realtimeDrop', { lua: DROP })
+    client.defineCommand('realtimeDrop', { numberOfKeys: 3, lua: DROP })
     client.defineCommand('realtimeSnapshot', { numberOfKeys: 3, lua: SNAPSHOT })
     client.on('ready', this.#onReady)
     // the commands just defined are there now; the rest is what RealtimeRedisClient names
@@ -256,12 +292,12 @@ export class RedisHistoryStore implements HistoryStore {
       if (this.#recovering !== null || this.#hasLost()) await this.#recover(client)
       if (key === undefined) {
         const [seq, epoch] = await client.realtimeAppend(
-          metaKey(scope), logKey(scope), ID_KEY, this.#clock(), json, this.#max, this.#ttlMs, this.#keepMs)
+          metaKey(scope), logKey(scope), idKey(scope), this.#clock(), json, this.#max, this.#ttlMs, this.#keepMs)
         return { seq: Number(seq), epoch }
       }
       const origin = JSON.stringify(entry.by === undefined ? { id: entry.id, at: entry.at } : { id: entry.id, at: entry.at, by: entry.by })
       const answer = await client.realtimeAppendOnce(
-        metaKey(scope), logKey(scope), ID_KEY, onceKey(scope, key), this.#clock(), json, this.#max, this.#ttlMs, this.#keepMs, origin)
+        metaKey(scope), logKey(scope), idKey(scope), onceKey(scope, key), this.#clock(), json, this.#max, this.#ttlMs, this.#keepMs, origin)
       return answer[0] === 'once' ? parseOnce(answer[1]) : { seq: Number(answer[0]), epoch: answer[1] }
     } catch (err) {
       if (this.#lost.size < MAX_LOST_SCOPES) this.#lost.add(scope)
@@ -308,7 +344,7 @@ export class RedisHistoryStore implements HistoryStore {
     const client = this.#use()
     if (this.#recovering !== null || this.#hasLost()) await this.#recover(client)
     const [storeId, now, seq, epoch, started, last, floor, raw] =
-      await client.realtimeSnapshot(metaKey(scope), logKey(scope), ID_KEY, this.#clock(), withEvents ? 1 : 0)
+      await client.realtimeSnapshot(metaKey(scope), logKey(scope), idKey(scope), this.#clock(), withEvents ? 1 : 0, this.#keepMs)
     const ctx: ReadContext = { storeId, now: Number(now), ttlMs: this.#ttlMs, keepMs: this.#keepMs }
     // no meta, or one of an earlier identity (the next append begins a new generation)
     if ((seq === '' && epoch === '' && started === '' && last === '') || (epoch !== '' && !epoch.startsWith(`${storeId}.`))) {
@@ -348,12 +384,14 @@ export class RedisHistoryStore implements HistoryStore {
       this.#lost.clear()
       try {
         if (all) {
-          // a new store identity gives every scope a new epoch, and no seq-0 position from
+          // a new identity for every scope gives each a new epoch, and no seq-0 position from
           // before it passes for one of its generations
-          await client.del(ID_KEY)
+          await forgetIdentities(client)
         } else {
-          const keys = scopes.flatMap((scope) => [metaKey(scope), logKey(scope)])
-          await client.realtimeDrop(keys.length + 1, ID_KEY, ...keys, this.#clock(), this.#keepMs)
+          for (let i = 0; i < scopes.length; i += DROP_BATCH) {
+            await Promise.all(scopes.slice(i, i + DROP_BATCH).map(async (scope) =>
+              await client.realtimeDrop(idKey(scope), metaKey(scope), logKey(scope), this.#clock(), this.#keepMs)))
+          }
         }
       } catch (err) {
         if (all) this.#lostAll = true

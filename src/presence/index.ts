@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../redis.js'
 import type { Namespace } from 'socket.io'
 import type { RealtimeClock } from '../clock.js'
 import { FST_REALTIME_INVALID_SCOPE, FST_REALTIME_PRESENCE_UNAVAILABLE, FST_REALTIME_PRESENCE_UNTRACKED } from '../errors.js'
@@ -25,7 +25,7 @@ interface LocalScope {
 
 /** With `redis`: the plugin's connection and the cluster's view of which nodes are alive. */
 export interface PresenceLink {
-  client: Redis
+  client: RedisClient
   /** Ids of the nodes whose heartbeat is fresh; null when there is no cluster. */
   liveNodes: () => Promise<string[] | null>
   /** How often to look for nodes that died. */

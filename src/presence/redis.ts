@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis'
+import type { RedisClient } from '../redis.js'
 import type { PresenceInfo, PresenceJoin, PresenceUser } from '../protocol.js'
 import type { NodeCount, PresenceChange, PresenceStore, StoredPresence } from './store.js'
 
@@ -147,7 +147,7 @@ return redis.call('SREM', KEYS[1], ARGV[1])
 
 type Written = [number, number, Array<string | number>, string[], number]
 
-interface PresenceClient extends Redis {
+type PresenceClient = RedisClient & {
   realtimePresenceWrite: (users: string, since: string, ...args: Array<string | number>) => Promise<Written>
   realtimePresencePurge: (users: string, since: string, node: string, ttlMs: number) => Promise<Written>
   realtimePresenceRead: (users: string, since: string, max: number) => Promise<[number, number, string[], Array<string | null>]>
@@ -195,7 +195,7 @@ export class RedisPresenceStore implements PresenceStore {
   /** The scopes this node has listed as its own. */
   readonly #listed = new Set<string>()
 
-  constructor (client: Redis, node: string) {
+  constructor (client: RedisClient, node: string) {
     client.defineCommand('realtimePresenceWrite', { numberOfKeys: 2, lua: WRITE })
     client.defineCommand('realtimePresencePurge', { numberOfKeys: 2, lua: PURGE })
     client.defineCommand('realtimePresenceRead', { numberOfKeys: 2, lua: READ })

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyInstance } from 'fastify'
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import { Redis as RedisClient } from 'ioredis'
 import type { TSchema } from 'typebox'
 import { EVENT_SKIP } from '../protocol.js'
@@ -22,11 +22,11 @@ import {
 import { RedisHistoryStore } from '../history/redis.js'
 import { compileEvents } from '../options.js'
 import type { Position, RealtimeEventName, RealtimePayload, SkipMessage } from '../protocol.js'
-import { checkKeyPrefix, closeRedis, connectRedis } from '../redis.js'
-import type { BroadcastMeta, BroadcastOptions, RealtimeRedisOptions } from '../types.js'
-import { roomMessage, type WireMessage } from './wire.js'
+import { checkKeyPrefix, checkRedisSpec, closeRedis, connectRedis, isCluster, keyPrefixOf, type RedisClient as OwnClient } from '../redis.js'
+import type { BroadcastMeta, BroadcastOptions, FastifyRealtimeOptions, RealtimeRedisCluster, RealtimeRedisClusterOptions, RealtimeRedisOptions } from '../types.js'
+import { roomMessage, shardedRoomMessage, type RoomMessage, type WireMessage } from './wire.js'
 
-export type { BroadcastMeta, BroadcastOptions, EventActor, EventMeta, RealtimeEventName, RealtimeEvents, RealtimePayload, RealtimeRedisOptions } from '../types.js'
+export type { BroadcastMeta, BroadcastOptions, EventActor, EventMeta, RealtimeEventName, RealtimeEvents, RealtimePayload, RealtimeRedisCluster, RealtimeRedisClusterOptions, RealtimeRedisOptions } from '../types.js'
 
 /**
  * An ioredis client to take the connection settings from (an ioredis `Redis` is one). The
@@ -38,11 +38,13 @@ export interface PublisherRedisClient {
 
 export interface PublisherOptions {
   /**
-   * The Redis the app's nodes use: a URL, ioredis options, or an ioredis client whose settings
-   * the publisher's own connection copies (that client is never used or closed).
+   * The Redis the app's nodes use, in any form of the plugin's `redis` option but `true`: a URL,
+   * ioredis options, a Redis Cluster (`{ cluster: [{ host, port }, …], options? }`), or an ioredis
+   * client or `Cluster` whose settings the publisher's own connection copies (that client is never
+   * used or closed). On a cluster, events go out by sharded pub/sub, as the nodes' do.
    * @example 'redis://127.0.0.1:6379'
    */
-  redis: string | RealtimeRedisOptions | PublisherRedisClient
+  redis: string | RealtimeRedisOptions | RealtimeRedisClusterOptions | RealtimeRedisCluster | PublisherRedisClient
   /**
    * The nodes' key prefix (their ioredis `keyPrefix`): keys and channels live under it. A
    * publisher with another prefix reaches no node. Overrides a `keyPrefix` given in `redis`.
@@ -105,11 +107,36 @@ function isClient (value: unknown): value is PublisherRedisClient {
  * `connectRedis` duplicates it with the plugin's own-connection options, as it does
  * `fastify.redis` for `redis: true`.
  */
-function template (spec: PublisherOptions['redis'], keyPrefix: string | undefined): Redis {
+interface Source {
+  /** What `connectRedis` takes: `true` for `app.redis`, or the plugin's `redis` option. */
+  spec: NonNullable<FastifyRealtimeOptions['redis']>
+  app?: Redis
+  /** A client made here only to be duplicated: never connected, disconnected at close. */
+  template?: { disconnect: () => void }
+}
+
+/**
+ * What `connectRedis` opens the publisher's connection from, as it does for the plugin. A single
+ * Redis (URL, options, client) becomes an unconnected ioredis client that it duplicates with the
+ * plugin's own-connection options, as it does `fastify.redis` for `redis: true`; a cluster is
+ * handed over as it is, with `keyPrefix` merged into its options.
+ */
+function sourceOf (spec: PublisherOptions['redis'], keyPrefix: string | undefined): Source {
   const prefix = keyPrefix === undefined ? {} : { keyPrefix }
-  if (isClient(spec)) return (keyPrefix === undefined ? spec : spec.duplicate({ ...prefix, lazyConnect: true })) as Redis
-  if (typeof spec === 'string') return new RedisClient(spec, { ...prefix, lazyConnect: true })
-  return new RedisClient({ ...spec, ...prefix, lazyConnect: true })
+  if (isCluster(spec)) {
+    if (keyPrefix === undefined) return { spec: spec as RealtimeRedisCluster }
+    const template = (spec as unknown as Cluster).duplicate(undefined, { ...(spec as unknown as Cluster).options, ...prefix, lazyConnect: true })
+    return { spec: template as unknown as RealtimeRedisCluster, template }
+  }
+  // an ioredis Redis has a `cluster` method: only a plain object is a cluster's options
+  if (!isClient(spec) && typeof spec === 'object' && spec !== null && 'cluster' in spec) {
+    return { spec: { ...spec, options: { ...spec.options, ...prefix } } as RealtimeRedisClusterOptions }
+  }
+  let app: Redis
+  if (isClient(spec)) app = (keyPrefix === undefined ? spec : spec.duplicate({ ...prefix, lazyConnect: true })) as Redis
+  else if (typeof spec === 'string') app = new RedisClient(spec, { ...prefix, lazyConnect: true })
+  else app = new RedisClient({ ...(spec as RealtimeRedisOptions), ...prefix, lazyConnect: true })
+  return { spec: true, app, ...(app === spec ? {} : { template: app }) }
 }
 
 function checkPublisherOptions (options: PublisherOptions): void {
@@ -117,8 +144,9 @@ function checkPublisherOptions (options: PublisherOptions): void {
   if (options === null || typeof options !== 'object') fail('(publisher)', 'must be an object with redis')
   const { redis, keyPrefix, history, connectTimeoutMs, idempotencyKeys, events } = options
   if (typeof redis !== 'string' && (redis === null || typeof redis !== 'object')) {
-    fail('redis', 'must be a URL, ioredis options or an ioredis client')
+    fail('redis', 'must be a URL, ioredis options, { cluster, options? } or an ioredis client')
   }
+  if (!isClient(redis)) checkRedisSpec(redis)
   if (keyPrefix !== undefined && typeof keyPrefix !== 'string') fail('keyPrefix', 'must be a string')
   checkKeyPrefix(keyPrefix)
   if (events !== undefined && (events === null || typeof events !== 'object')) fail('events', 'must be an object of schemas')
@@ -152,16 +180,18 @@ export function createPublisher (options: PublisherOptions): Publisher {
   const store = history === null ? null : new RedisHistoryStore(history)
   const connectTimeoutMs = options.connectTimeoutMs ?? 10_000
   const seen = new IdempotencyKeys<BroadcastMeta>(options.idempotencyKeys ?? 10_000, (history?.ttl ?? 300) * 1000)
-  const source = template(options.redis, options.keyPrefix)
+  const source = sourceOf(options.redis, options.keyPrefix)
   // the connection's own keyPrefix (checked by connectRedis): channels carry it, keys get it from ioredis
   let keyPrefix = ''
-  let client: Promise<Redis> | null = null
+  let client: Promise<OwnClient> | null = null
+  let sharded = false
   let closed: Promise<void> | null = null
   const inFlight = new Set<Promise<unknown>>()
 
-  function connection (): Promise<Redis> {
-    client ??= connectRedis({ redis: source } as unknown as FastifyInstance, true, silent, connectTimeoutMs).then((redis) => {
-      keyPrefix = redis.options.keyPrefix ?? ''
+  function connection (): Promise<OwnClient> {
+    client ??= connectRedis({ redis: source.app } as unknown as FastifyInstance, source.spec, silent, connectTimeoutMs).then((redis) => {
+      keyPrefix = keyPrefixOf(redis)
+      sharded = isCluster(redis)
       store?.attach(redis)
       return redis
     }, (err: unknown) => {
@@ -177,17 +207,29 @@ export function createPublisher (options: PublisherOptions): Publisher {
     return code === 'FST_REALTIME_REDIS_UNAVAILABLE' ? err as Error : new FST_REALTIME_REDIS_UNAVAILABLE((err as Error).message)
   }
 
-  /** A `realtime:skip` for `scope` at `position`, to the sockets in `room` (the scope's, or one socket's). */
-  function skipMessage (room: string, position: Position, scope = room): WireMessage {
-    return roomMessage(keyPrefix, { room, data: [EVENT_SKIP, { scope, seq: position.seq, epoch: position.epoch } satisfies SkipMessage] })
+  /** The message for `room` in the nodes' format: sharded pub/sub on a Redis Cluster. */
+  function toRoom (message: RoomMessage): WireMessage {
+    return sharded ? shardedRoomMessage(keyPrefix, message) : roomMessage(keyPrefix, message)
   }
 
-  async function publish (redis: Redis, messages: WireMessage[]): Promise<void> {
-    for (const { channel, body } of messages) await redis.publish(channel, body)
+  /** A `realtime:skip` for `scope` at `position`, to the sockets in `room` (the scope's, or one socket's). */
+  function skipMessage (room: string, position: Position, scope = room): WireMessage {
+    return toRoom({ room, data: [EVENT_SKIP, { scope, seq: position.seq, epoch: position.epoch } satisfies SkipMessage] })
+  }
+
+  async function publish (redis: OwnClient, messages: WireMessage[]): Promise<void> {
+    for (const { channel, body } of messages) {
+      if (isCluster(redis)) {
+        // ioredis counts a sharded channel as a key and puts the key prefix in front: the name has it already
+        await redis.spublish(keyPrefix !== '' && channel.startsWith(keyPrefix) ? channel.slice(keyPrefix.length) : channel, body)
+      } else {
+        await redis.publish(channel, body)
+      }
+    }
   }
 
   async function deliver (scope: string, event: string, payload: unknown, opts: BroadcastOptions): Promise<BroadcastMeta> {
-    let redis: Redis
+    let redis: OwnClient
     try {
       redis = await connection()
     } catch (err) {
@@ -209,7 +251,7 @@ export function createPublisher (options: PublisherOptions): Publisher {
     const meta = eventMeta(id, scope, position, at, opts.by) as BroadcastMeta
     const messages: WireMessage[] = []
     try {
-      messages.push(roomMessage(keyPrefix, { room: scope, data: [event, payload, meta], except: opts.except }))
+      messages.push(toRoom({ room: scope, data: [event, payload, meta], except: opts.except }))
     } catch (err) {
       // as on a node: nobody gets it, so the seq it took in the log is skipped for everyone
       if (position !== null) await publish(redis, [skipMessage(scope, position)]).catch(() => {})
@@ -253,7 +295,7 @@ export function createPublisher (options: PublisherOptions): Publisher {
     const redis = await client?.catch(() => null)
     if (redis != null) await closeRedis(redis)
     // the template never connected; the app's own client (a duplicate was taken from it) is not ours to close
-    if (source !== options.redis) source.disconnect()
+    source.template?.disconnect()
   }
 
   return {

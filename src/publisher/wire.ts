@@ -41,3 +41,39 @@ export function roomMessage (keyPrefix: string, { room, data, except }: RoomMess
   const opts = { rooms: [room], except: except === undefined ? [] : [except], flags: {} }
   return { channel: `${keyPrefix}${CHANNEL_KEY}#/#${room}#`, body: encode([PUBLISHER_UID, packet, opts]) }
 }
+
+// On a Redis Cluster the nodes run the sharded adapter (createShardedAdapter, subscriptionMode
+// 'dynamic', channelPrefix `<keyPrefix>fastify-realtime`): a broadcast to one room goes by
+// SPUBLISH on `<channelPrefix>#/#<room>#` (on the main `<channelPrefix>#/#` when the room looks
+// like a socket id: 20 characters), as `{ type: 3 (BROADCAST), data: { packet, opts }, uid, nsp }`,
+// JSON unless it carries binary (then MessagePack). Checked by test/publisher-cluster.test.ts.
+
+/** socket.io-adapter's MessageType.BROADCAST. */
+const BROADCAST_MESSAGE = 3
+
+/** What the sharded adapter takes for a socket id, and sends on the main channel. */
+const SOCKET_ID_LENGTH = 20
+
+function hasBinary (value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false
+  if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) return true
+  return Object.values(value).some(hasBinary)
+}
+
+/** `roomMessage` for the nodes of a Redis Cluster: the channel and body for SPUBLISH. */
+export function shardedRoomMessage (keyPrefix: string, { room, data, except }: RoomMessage): WireMessage {
+  const message = {
+    type: BROADCAST_MESSAGE,
+    data: {
+      packet: { type: EVENT_PACKET, data, nsp: '/' },
+      opts: { rooms: [room], except: except === undefined ? [] : [except], flags: {} }
+    },
+    uid: PUBLISHER_UID,
+    nsp: '/'
+  }
+  const main = `${keyPrefix}${CHANNEL_KEY}#/#`
+  return {
+    channel: room.length === SOCKET_ID_LENGTH ? main : `${main}${room}#`,
+    body: hasBinary(data) ? encode(message) : Buffer.from(JSON.stringify(message))
+  }
+}

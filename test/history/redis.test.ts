@@ -67,10 +67,10 @@ function attached (t: Teardown, options: RedisHistoryOptions): { client: Redis, 
 t.test('redis: append, trim and expiry happen together; the position outlives the events', async (t) => {
   const { client, store } = attached(t, { ttl: 30, max: 3 })
   for (let i = 1; i <= 4; i++) await store.append('team:1', entry(i))
-  t.equal(await client.llen('rt:l:team:1'), 3, 'the list holds max events')
-  const listTtl = await client.pttl('rt:l:team:1')
+  t.equal(await client.llen('rt:l:{team:1}'), 3, 'the list holds max events')
+  const listTtl = await client.pttl('rt:l:{team:1}')
   t.ok(listTtl > 25_000 && listTtl <= 30_000, `the events expire with the ttl (${listTtl})`)
-  const metaTtl = await client.pttl('rt:m:team:1')
+  const metaTtl = await client.pttl('rt:m:{team:1}')
   t.ok(metaTtl > DAY_MS - 5000 && metaTtl <= DAY_MS, `the position expires a day after the newest append (${metaTtl})`)
 })
 
@@ -96,10 +96,10 @@ t.test('redis: corrupt list entries make a read that needs them a gap, never a t
   const { epoch } = first
   const now = Date.now()
   // seq 2 … 5 replaced by garbage of every kind; 1 and 6 stay sound
-  await client.lset('rt:l:team:1', 1, 'garbage')
-  await client.lset('rt:l:team:1', 2, `3:${now}:{not json`)
-  await client.lset('rt:l:team:1', 3, `4:soon:${JSON.stringify(entry(4))}`)
-  await client.lset('rt:l:team:1', 4, `5:${now}:${JSON.stringify({ id: 5, event: null })}`)
+  await client.lset('rt:l:{team:1}', 1, 'garbage')
+  await client.lset('rt:l:{team:1}', 2, `3:${now}:{not json`)
+  await client.lset('rt:l:{team:1}', 3, `4:soon:${JSON.stringify(entry(4))}`)
+  await client.lset('rt:l:{team:1}', 4, `5:${now}:${JSON.stringify({ id: 5, event: null })}`)
   for (const seq of [0, 1, 2, 3, 4]) {
     t.same(await store.read('team:1', { seq, epoch }), { ok: false, reason: 'gap' }, `from seq ${seq}: gap`)
   }
@@ -112,7 +112,7 @@ t.test('redis: a damaged position reads as a gap, and the next append begins a l
   const { client, store } = attached(t, { ttl: 60, max: 10 })
   const empty = await store.position('team:2')
   await store.append('team:2', entry(0))
-  await client.hset('rt:m:team:2', 'seq', 'many')
+  await client.hset('rt:m:{team:2}', 'seq', 'many')
   t.same(await store.read('team:2', empty), { ok: false, reason: 'gap' }, 'no read is ok over a damaged position')
   const fallback = await store.position('team:2')
   t.equal(fallback.seq, 0, 'position still answers')

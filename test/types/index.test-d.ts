@@ -141,6 +141,15 @@ expectType<string | undefined>(diff.joins[0]?.info.id)
   new RedisHistoryStore().attach(new (await import('ioredis')).Redis({ lazyConnect: true }))
 }
 
+// redis: a Redis Cluster, by its startup nodes or as an ioredis Cluster
+{
+  const app = Fastify()
+  app.register(realtime, { redis: { cluster: [{ host: '127.0.0.1', port: 7000 }], options: { keyPrefix: 'app:', redisOptions: { password: 'pw' } } } })
+  app.register(realtime, { redis: new (await import('ioredis')).Cluster([{ host: '127.0.0.1', port: 7000 }], { lazyConnect: true }) })
+  // @ts-expect-error a startup node needs a port
+  app.register(realtime, { redis: { cluster: [{ host: '127.0.0.1' }] } })
+}
+
 // fastify-realtime/publisher: typed by the same RealtimeEvents; resolves with the meta, never null
 {
   const publisher = createPublisher({ redis: 'redis://127.0.0.1:6379', keyPrefix: 'app:', events: { 'incident:created': Type.Object({ id: Type.String(), title: Type.String() }) }, history: { ttl: 600 } })

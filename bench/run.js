@@ -1,5 +1,5 @@
 // Benchmarks: the plugin against raw Socket.IO 4.8 doing the same work by hand, in one run.
-// Usage: node bench/run.js [--quick] [--large] [--only=fanout,scopes,presence,publisher,...] [--sizes=100,1000,5000]
+// Usage: node bench/run.js [--quick] [--large] [--only=fanout,scopes,presence,publisher,...] [--presence=fanout,connect] [--sizes=100,1000,5000]
 //        [--payload=64] [--groups=20] [--warmup=2] [--workers=1] [--pin=false] [--latency=false] [--cpu-prof] [--out=path]
 // Needs a build (npx tsup): the server imports ../dist/index.js.
 import { execSync } from 'node:child_process'
@@ -70,6 +70,8 @@ const cfg = {
   microMemory: QUICK ? 5000 : 20_000,
   microRedis: QUICK ? 1000 : 3000,
   presenceN: QUICK ? 500 : 1000,
+  // which parts of the presence scenario run: its fan-out, its connection setup, or both
+  presenceParts: args.presence === undefined ? ['fanout', 'connect'] : String(args.presence).split(','),
   // the publisher scenario: clients, broadcasts per block, groups (kept short: about a minute)
   publisherN: QUICK ? 100 : 200,
   publisherBlock: QUICK ? 500 : 1000,
@@ -77,7 +79,8 @@ const cfg = {
   timeLimitMs: (QUICK ? 10 : 40) * 60_000
 }
 for (const name of cfg.only) if (!SCENARIOS.includes(name)) throw new Error(`unknown scenario ${name}; one of ${SCENARIOS.join(', ')}`)
-const FULL = !QUICK && args.only === undefined && args.sizes === undefined && args.groups === undefined
+for (const part of cfg.presenceParts) if (!['fanout', 'connect'].includes(part)) throw new Error(`unknown presence part ${part}; fanout or connect`)
+const FULL = !QUICK && args.only === undefined && args.sizes === undefined && args.groups === undefined && args.presence === undefined
 const OUT_DIR = join(HERE, '.results')
 const RESULTS_MD = args.out ?? (FULL ? join(HERE, 'RESULTS.md') : join(OUT_DIR, QUICK ? 'RESULTS-quick.md' : 'RESULTS-partial.md'))
 const PREFIX = `bench-${randomUUID().slice(0, 8)}:`
@@ -647,58 +650,64 @@ async function presence (workers) {
         { name: 'pluginPresence', kind: 'plugin', history: 'memory', presence: true }
       ]
     })
-    const N = cfg.presenceN
-    const fanArms = ['raw', 'raw2', 'pluginPresence']
-    const { count, sat } = await oneScope(workers, server, ports, { label: 'pfan', arms: fanArms, scope: 'fan:all', users: usersFor(N, () => ['fan:all'], 'p') })
-    await settle()
-    const [ab, aa] = await abba(`presence fan-out N=${N}`, [['raw', 'pluginPresence'], ['raw', 'raw2']], sat)
-    const perDelivery = (b) => b.serverCpu / (count * N)
-    const cpu = armValues(ab, perDelivery)
-    row(`Presence on: fan-out N=${N.toLocaleString('en-US')}`, 'server CPU µs per delivery, raw vs the plugin with presence (memory)', {
-      a: cpu.a,
-      b: cpu.b,
-      unit: 'µs',
-      ratio: spread(groupRatios(ab, perDelivery)),
-      aa: spread(groupRatios(aa, perDelivery)),
-      target: '≤ 1.05',
-      pass: median(groupRatios(ab, perDelivery)) <= 1.05
-    })
-    for (const name of fanArms) await release(workers, server, `pfan-${name}`, [name])
-
-    const C = cfg.connectN
-    const connUsers = usersFor(C, (i) => [`team:${i % 100}`], 'pc')
-    const block = async (arm) => {
-      await server.call('cpuMark')
-      const c = await connect(workers, { group: `pconn-${arm}`, port: ports[arm].port, kind: ports[arm].kind, users: connUsers, window: cfg.connectWindow })
+    raw.scenarios.presence = {}
+    if (cfg.presenceParts.includes('fanout')) {
+      const N = cfg.presenceN
+      const fanArms = ['raw', 'raw2', 'pluginPresence']
+      const { count, sat } = await oneScope(workers, server, ports, { label: 'pfan', arms: fanArms, scope: 'fan:all', users: usersFor(N, () => ['fan:all'], 'p') })
       await settle()
-      const s = await server.call('cpuRead')
-      await server.call('cpuMark')
-      await disconnect(workers, server, `pconn-${arm}`, [arm])
-      await settle()
-      const d = await server.call('cpuRead')
-      return { arm, serverCpu: s.cpu, closeCpu: d.cpu, clientCpu: c.cpu, wall: c.wall }
+      const [ab, aa] = await abba(`presence fan-out N=${N}`, [['raw', 'pluginPresence'], ['raw', 'raw2']], sat)
+      const perDelivery = (b) => b.serverCpu / (count * N)
+      const cpu = armValues(ab, perDelivery)
+      row(`Presence on: fan-out N=${N.toLocaleString('en-US')}`, 'server CPU µs per delivery, raw vs the plugin with presence (memory)', {
+        a: cpu.a,
+        b: cpu.b,
+        unit: 'µs',
+        ratio: spread(groupRatios(ab, perDelivery)),
+        aa: spread(groupRatios(aa, perDelivery)),
+        target: '≤ 1.05',
+        pass: median(groupRatios(ab, perDelivery)) <= 1.05
+      })
+      for (const name of fanArms) await release(workers, server, `pfan-${name}`, [name])
+      details.push(`**Presence: fan-out.** ${N} clients in one scope, presence on (default options, memory store), ` +
+        `${count} broadcasts per block against raw Socket.IO; A/A raw vs raw.`)
+      Object.assign(raw.scenarios.presence, { ab, aa, count })
     }
-    const few = { groups: Math.max(5, Math.round(cfg.groups / 2)), warmup: 1 }
-    const [cab, caa] = await abba('presence connections', [['plugin', 'pluginPresence'], ['plugin', 'plugin2']], block, few)
-    const life = (b) => (b.serverCpu + b.closeCpu) / C
-    const open = (b) => b.serverCpu / C
-    const close = (b) => b.closeCpu / C
-    const connRow = (metric, f, more = {}) => {
-      const v = armValues(cab, f)
-      row(`Presence on: connection setup (N=${C})`, metric, { a: v.a, b: v.b, unit: 'µs', ratio: spread(groupRatios(cab, f)), aa: spread(groupRatios(caa, f)), ...more })
+    if (cfg.presenceParts.includes('connect')) {
+      const C = cfg.connectN
+      const connUsers = usersFor(C, (i) => [`team:${i % 100}`], 'pc')
+      const block = async (arm) => {
+        await server.call('cpuMark')
+        const c = await connect(workers, { group: `pconn-${arm}`, port: ports[arm].port, kind: ports[arm].kind, users: connUsers, window: cfg.connectWindow })
+        await settle()
+        const s = await server.call('cpuRead')
+        await server.call('cpuMark')
+        await disconnect(workers, server, `pconn-${arm}`, [arm])
+        await settle()
+        const d = await server.call('cpuRead')
+        return { arm, serverCpu: s.cpu, closeCpu: d.cpu, clientCpu: c.cpu, wall: c.wall }
+      }
+      const few = { groups: Math.max(5, Math.round(cfg.groups / 2)), warmup: 1 }
+      const [cab, caa] = await abba('presence connections', [['plugin', 'pluginPresence'], ['plugin', 'plugin2']], block, few)
+      const life = (b) => (b.serverCpu + b.closeCpu) / C
+      const open = (b) => b.serverCpu / C
+      const close = (b) => b.closeCpu / C
+      const connRow = (metric, f, more = {}) => {
+        const v = armValues(cab, f)
+        row(`Presence on: connection setup (N=${C})`, metric, { a: v.a, b: v.b, unit: 'µs', ratio: spread(groupRatios(cab, f)), aa: spread(groupRatios(caa, f)), ...more })
+      }
+      connRow('server CPU µs per connection, handshake to disconnect: the plugin without presence (A) vs with it (B)', life, {
+        target: '≤ 1.10', pass: median(groupRatios(cab, life)) <= 1.10
+      })
+      connRow('the same, handshake to ready (and the joins written and sent)', open)
+      connRow('the same, the disconnect (and the leaves written and sent)', close)
+      details.push(`**Presence: connection setup.** ${C} connections per block ` +
+        `(rooms team:0–99, so 100 scopes tracked, up to ${Math.ceil(C / 100)} users each), ${cfg.connectWindow} handshakes in flight; ` +
+        'A = the plugin without presence, B = with it, A/A = the plugin vs a second plugin without it. Each block waits ' +
+        '1.5 s after the connects and after the disconnects inside its CPU mark, so the coalesced writes and diffs ' +
+        '(at most one per scope per second) count for the arm that made them.')
+      Object.assign(raw.scenarios.presence, { cab, caa })
     }
-    connRow('server CPU µs per connection, handshake to disconnect: the plugin without presence (A) vs with it (B)', life, {
-      target: '≤ 1.10', pass: median(groupRatios(cab, life)) <= 1.10
-    })
-    connRow('the same, handshake to ready (and the joins written and sent)', open)
-    connRow('the same, the disconnect (and the leaves written and sent)', close)
-    details.push(`**Presence.** Fan-out: ${N} clients in one scope, presence on (default options, memory store), ` +
-      `${count} broadcasts per block against raw Socket.IO; A/A raw vs raw. Connection setup: ${C} connections per block ` +
-      `(rooms team:0–99, so 100 scopes tracked, up to ${Math.ceil(C / 100)} users each), ${cfg.connectWindow} handshakes in flight; ` +
-      'A = the plugin without presence, B = with it, A/A = the plugin vs a second plugin without it. Each block waits ' +
-      '1.5 s after the connects and after the disconnects inside its CPU mark, so the coalesced writes and diffs ' +
-      '(at most one per scope per second) count for the arm that made them.')
-    raw.scenarios.presence = { ab, aa, cab, caa, count }
   } finally {
     await stopServer(server)
   }

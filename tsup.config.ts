@@ -5,9 +5,10 @@ import { defineConfig, type Options } from 'tsup'
  * declaration build puts what they share in one file (dist/protocol-<hash>.d.ts and .d.cts) that
  * dist/index.d.ts and dist/client/index.d.ts both import: `RealtimeEvents` is then declared once,
  * so a `declare module 'fastify-realtime'` augmentation types `broadcast` and the client's `on()`.
+ * The publisher (dist/publisher/index.*) shares it the same way, for its `broadcast`.
  */
 const node: Options = {
-  entry: { index: 'src/index.ts', 'client/index': 'src/client/index.ts' },
+  entry: { index: 'src/index.ts', 'client/index': 'src/client/index.ts', 'publisher/index': 'src/publisher/index.ts' },
   format: ['esm', 'cjs'],
   dts: true,
   sourcemap: true,

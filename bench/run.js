@@ -1,5 +1,5 @@
 // Benchmarks: the plugin against raw Socket.IO 4.8 doing the same work by hand, in one run.
-// Usage: node bench/run.js [--quick] [--large] [--only=fanout,scopes,presence,...] [--presence=fanout,connect] [--sizes=100,1000,5000]
+// Usage: node bench/run.js [--quick] [--large] [--only=fanout,scopes,presence,blip,publisher,...] [--presence=fanout,connect] [--sizes=100,1000,5000]
 //        [--payload=64] [--groups=20] [--warmup=2] [--workers=1] [--pin=false] [--latency=false] [--cpu-prof] [--out=path]
 //        [--blip-clients=2000]
 // Needs a build (npx tsup): the server imports ../dist/index.js.
@@ -18,7 +18,7 @@ import { sharded } from './sharded.js'
 
 const HERE = dirname(fileURLToPath(import.meta.url))
 const ROOT = join(HERE, '..')
-const SCENARIOS = ['micro', 'fanout', 'scopes', 'connect', 'memory', 'storm', 'cluster', 'sharded', 'presence', 'blip']
+const SCENARIOS = ['micro', 'fanout', 'scopes', 'connect', 'memory', 'storm', 'cluster', 'sharded', 'presence', 'blip', 'publisher']
 
 // ---------- options ----------
 function parseArgs (argv) {
@@ -75,6 +75,10 @@ const cfg = {
   blipN: int(args['blip-clients'], QUICK ? 500 : 2000),
   // which parts of the presence scenario run: its fan-out, its connection setup, or both
   presenceParts: args.presence === undefined ? ['fanout', 'connect'] : String(args.presence).split(','),
+  // the publisher scenario: clients, broadcasts per block, groups (kept short: about a minute)
+  publisherN: QUICK ? 100 : 200,
+  publisherBlock: QUICK ? 500 : 1000,
+  publisherGroups: QUICK ? 3 : 5,
   timeLimitMs: (QUICK ? 10 : 40) * 60_000
 }
 for (const name of cfg.only) if (!SCENARIOS.includes(name)) throw new Error(`unknown scenario ${name}; one of ${SCENARIOS.join(', ')}`)
@@ -887,6 +891,74 @@ async function cluster (workers) {
   }
 }
 
+/**
+ * 9. Publishing from a worker: broadcasts/s of `fastify-realtime/publisher` in a process of its
+ * own against `fastify.broadcast` on the node, and both against raw Socket.IO with the same Redis
+ * adapter and a log kept by hand in Redis. Every block waits until the node's clients hold every
+ * event, so the publisher's figure includes the trip through Redis to the node.
+ */
+async function publisher (workers) {
+  const server = await startServer('server-publisher')
+  // not pinned: in production the worker runs on a machine of its own, not on the node's core
+  const worker = spawn(join(HERE, 'publisher.js'), { name: 'publisher' })
+  try {
+    await worker.ready
+    const ports = await server.call('setup', {
+      prefix: PREFIX,
+      arms: [
+        { name: 'raw', kind: 'raw', history: 'redis', adapter: true },
+        { name: 'plugin', kind: 'plugin', history: 'redis', adapter: true }
+      ]
+    })
+    // the plugin arm's keys and channels (bench/server.js): the publisher must use the nodes' prefix
+    await worker.call('setup', { keyPrefix: `${PREFIX}plugin:` })
+    const N = cfg.publisherN
+    const scopeList = Array.from({ length: 20 }, (_, i) => `team:p${i}`)
+    const users = usersFor(N, (i) => [scopeList[i % scopeList.length]], 'p')
+    for (const arm of ['raw', 'plugin']) await connect(workers, { group: `publisher-${arm}`, port: ports[arm].port, kind: ports[arm].kind, users })
+    await server.call('matchEpoch', { raw: 'raw', plugin: 'plugin', scope: scopeList[0] })
+    const count = cfg.publisherBlock
+    const expect = expectations(users, scopeList, count)
+    const plan = { scopes: scopeList, count, concurrency: 16, bytes: cfg.payload }
+    const block = (arm) => arm === 'publisher'
+      ? broadcastBlock({ workers, sender: worker, others: [server], arm, plan, expect })
+      : broadcastBlock({ workers, sender: server, arm, plan, expect })
+    const opts = { groups: cfg.publisherGroups, warmup: 1 }
+    const [rp, bp, rb] = await abba('publisher', [['raw', 'publisher'], ['plugin', 'publisher'], ['raw', 'plugin']], block, opts)
+    const rate = (b) => count / b.wall * 1e9
+    const perBroadcast = (b) => b.serverCpu / count
+    const scenario = `Publishing from a worker (${N} clients, 20 scopes)`
+    const plugin = armValues(rb, rate)
+    row(scenario, 'fastify.broadcast on the node: broadcasts/s (wall, until delivered)', {
+      a: plugin.a, b: plugin.b, unit: '/s', ratio: spread(groupRatios(rb, rate)), note: saturated(utilisation(rb))
+    })
+    const fromWorker = armValues(rp, rate)
+    row(scenario, 'publisher in a worker process: broadcasts/s (wall, until delivered)', {
+      a: fromWorker.a, b: fromWorker.b, unit: '/s', ratio: spread(groupRatios(rp, rate))
+    })
+    const versus = armValues(bp, rate)
+    const ratios = groupRatios(bp, rate)
+    row(scenario, 'publisher vs fastify.broadcast: broadcasts/s<br><sub>columns: fastify.broadcast | publisher</sub>', {
+      a: versus.a, b: versus.b, unit: '/s', ratio: spread(ratios), target: '≥ 0.9', pass: median(ratios) >= 0.9
+    })
+    const cpu = armValues(rp, perBroadcast)
+    row(scenario, 'CPU µs per broadcast (publisher: worker + node; raw: node)', {
+      a: cpu.a, b: cpu.b, unit: 'µs', ratio: spread(groupRatios(rp, perBroadcast))
+    })
+    details.push(`**Publishing from a worker.** ${count} broadcasts per block (16 in flight) over 20 scopes, ${N} clients ` +
+      '(5 % of them in each scope), every block until each client has every event. raw = raw Socket.IO with the official Redis ' +
+      'adapter and a log kept by hand in Redis; plugin = `fastify.broadcast` with the `redis` option; publisher = ' +
+      '`createPublisher()` in a process of its own (unpinned) under the plugin arm\'s key prefix, delivered by the plugin arm. ' +
+      `${cfg.publisherGroups} groups after one warm-up group. ${frameCheck('frames', ...await Promise.all(['raw', 'plugin'].map((a) => workers[0].call('frame', { group: `publisher-${a}` }))))}.`)
+    raw.scenarios.publisher = { rp, bp, rb, count }
+    for (const arm of ['raw', 'plugin']) await release(workers, server, `publisher-${arm}`, [arm])
+  } finally {
+    await worker.call('shutdown').catch(() => {})
+    await worker.stop()
+    await stopServer(server)
+  }
+}
+
 // ---------- report ----------
 function table () {
   const head = '| scenario | metric | raw | plugin | plugin/raw median (p10–p90) | A/A raw/raw | target | |\n|---|---|---:|---:|---|---|---|---|'
@@ -997,19 +1069,21 @@ async function blip () {
 }
 
 async function main () {
-  if (!existsSync(join(ROOT, 'dist', 'index.js'))) throw new Error('dist/index.js is missing: build first (npx tsup)')
+  for (const file of ['index.js', 'publisher/index.js']) {
+    if (!existsSync(join(ROOT, 'dist', file))) throw new Error(`dist/${file} is missing: build first (npx tsup)`)
+  }
   const fds = fdLimit()
   const need = Math.max(3 * Math.max(...cfg.sizes), ...cfg.memoryN, 5 * cfg.scopes * 1.5) / cfg.workers + 200
   log(`fd limit ${fds}; largest set of sockets in one process about ${Math.round(need)}`)
   if (Number.isFinite(fds) && fds < need) throw new Error(`ulimit -n is ${fds}; this run needs about ${Math.round(need)} (raise it: ulimit -n 65536)`)
-  const needsRedis = ['micro', 'scopes', 'cluster', 'blip'].some((s) => cfg.only.includes(s))
+  const needsRedis = ['micro', 'scopes', 'cluster', 'blip', 'publisher'].some((s) => cfg.only.includes(s))
   if (needsRedis && !(await redisReachable())) throw new Error(`Redis is not reachable at ${REDIS.host}:${REDIS.port}`)
 
   const workers = await startWorkers()
   const shared = {
     cfg, PREFIX, log, startServer, stopServer, connect, release, broadcastBlock, abba, expectations, usersFor, row, details, raw, armValues, groupRatios, saturated, utilisation, frameCheck, spread, median
   }
-  const plan = { micro, fanout, scopes, connect: connections, memory, storm, cluster, sharded: (w) => sharded(shared, w), presence, blip }
+  const plan = { micro, fanout, scopes, connect: connections, memory, storm, cluster, sharded: (w) => sharded(shared, w), presence, blip, publisher }
   try {
     for (const name of SCENARIOS) {
       if (!cfg.only.includes(name)) continue

@@ -9,7 +9,7 @@ import Fastify from 'fastify'
 import { Cluster, Redis } from 'ioredis'
 import { Registry } from 'prom-client'
 import { Server } from 'socket.io'
-import { EVENT, REDIS, SECRET, cpuSince, now, serve } from './lib/util.js'
+import { EVENT, REDIS, SECRET, cpuSince, now, send, serve, sleep } from './lib/util.js'
 
 let realtime, RedisHistoryStore
 try {
@@ -203,49 +203,6 @@ function arm (name) {
   const a = arms.get(name)
   if (a === undefined) throw new Error(`no arm ${name}`)
   return a
-}
-
-function sleep (ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms))
-}
-
-/**
- * Issues `count` broadcasts of `arm` round robin over `scopes`: as fast as possible (`rate` 0)
- * with up to `concurrency` awaited at once, or paced at `rate` per second. Each payload carries
- * its index and the CLOCK_MONOTONIC time it was handed to the arm, for the clients' latency.
- */
-async function send (target, { scopes, count, rate = 0, concurrency = 1, bytes = 64 }) {
-  const pad = 'x'.repeat(bytes)
-  const one = (i) => target.broadcast(scopes[i % scopes.length], { n: i, t: now(), pad })
-  if (rate > 0) {
-    const start = now()
-    const interval = 1e9 / rate
-    for (let i = 0; i < count; i++) {
-      const wait = (start + i * interval - now()) / 1e6
-      if (wait >= 1) await sleep(Math.floor(wait))
-      await one(i)
-    }
-    return
-  }
-  if (concurrency <= 1) {
-    for (let i = 0; i < count; i++) await one(i)
-    return
-  }
-  await new Promise((resolve, reject) => {
-    let next = 0
-    let inflight = 0
-    const pump = () => {
-      for (; inflight < concurrency && next < count; next++) {
-        inflight++
-        Promise.resolve(one(next)).then(() => {
-          inflight--
-          if (next >= count && inflight === 0) resolve()
-          else pump()
-        }, reject)
-      }
-    }
-    pump()
-  })
 }
 
 let blockCpu = null

@@ -49,7 +49,10 @@ export const FST_REALTIME_CLUSTER_TIMEOUT = createError(
   504
 )
 
-/** Redis configured but not answering at `ready`: the app fails fast instead of starting half-wired. */
+/**
+ * Redis configured but not answering at `ready`: the app fails fast instead of starting half-wired.
+ * A publisher's `broadcast` rejects with it while Redis cannot be reached: nothing was delivered.
+ */
 export const FST_REALTIME_REDIS_UNAVAILABLE = createError(
   'FST_REALTIME_REDIS_UNAVAILABLE',
   'Redis is not reachable: %s',
@@ -99,5 +102,12 @@ export const FST_REALTIME_PRESENCE_UNAVAILABLE = createError(
 export const FST_REALTIME_MISSING_DEPENDENCY = createError(
   'FST_REALTIME_MISSING_DEPENDENCY',
   'The fastify-realtime option %s needs the package %s, which cannot be loaded: npm install %s',
+  500
+)
+
+/** `broadcast` on a publisher (`fastify-realtime/publisher`) after its `close()`. */
+export const FST_REALTIME_PUBLISHER_CLOSED = createError(
+  'FST_REALTIME_PUBLISHER_CLOSED',
+  'The publisher is closed: create a new one to broadcast',
   500
 )

@@ -294,6 +294,19 @@ function metricsOptions (metrics: FastifyRealtimeOptions['metrics']): Normalized
   return { registry: registry ?? null, prefix: (metrics === true ? undefined : metrics.prefix) ?? 'realtime_' }
 }
 
+/** The `events` option's schemas, compiled once (the plugin's and the publisher's). Throws FST_REALTIME_INVALID_OPTION. */
+export function compileEvents (schemas: FastifyRealtimeOptions['events']): NormalizedOptions['events'] {
+  const events = new Map<string, Validator>()
+  for (const [name, schema] of Object.entries(schemas ?? {})) {
+    try {
+      events.set(name, Compile(schema as TSchema))
+    } catch (err) {
+      fail(`events.${name}`, `is not a valid schema (${(err as Error).message})`)
+    }
+  }
+  return events
+}
+
 /** Validates `options` once and returns a new, normalised object. Throws FST_REALTIME_INVALID_OPTION. */
 export function normalizeOptions (options: FastifyRealtimeOptions | undefined): NormalizedOptions {
   const opts = options ?? {}
@@ -315,14 +328,7 @@ export function normalizeOptions (options: FastifyRealtimeOptions | undefined): 
     fail('history.store', "'redis' needs the redis option")
   }
 
-  const events = new Map<string, Validator>()
-  for (const [name, schema] of Object.entries(opts.events ?? {})) {
-    try {
-      events.set(name, Compile(schema as TSchema))
-    } catch (err) {
-      fail(`events.${name}`, `is not a valid schema (${(err as Error).message})`)
-    }
-  }
+  const events = compileEvents(opts.events)
 
   // unauthenticated transports are dropped after 10 s instead of Socket.IO's 45 s; dynamic
   // namespaces are created before any middleware runs, so without the clean-up every refused

@@ -43,6 +43,7 @@ t.test('the packed tarball installs into a fresh app: ESM, CJS and types', { tim
     'only dist and the package documents are published')
   t.ok(paths.includes('dist/index.d.ts') && paths.includes('dist/index.d.cts') && paths.includes('dist/client/index.js'))
   t.ok(paths.includes('dist/client/browser.global.js'), 'the browser bundle of the client is published')
+  t.ok(['js', 'cjs', 'd.ts', 'd.cts'].every((ext) => paths.includes(`dist/publisher/index.${ext}`)), 'the publisher: ESM, CJS and types')
 
   const app = join(dir, 'app')
   await run('mkdir', ['-p', app])
@@ -53,34 +54,41 @@ t.test('the packed tarball installs into a fresh app: ESM, CJS and types', { tim
 import Fastify from 'fastify'
 import realtime, { fastifyRealtime, isScope } from 'fastify-realtime'
 import { connect } from 'fastify-realtime/client'
+import { createPublisher } from 'fastify-realtime/publisher'
 const app = Fastify()
 await app.register(realtime, { auth: { secret: 'a-secret-for-the-pack-test' } })
 await app.ready()
 const meta = await app.broadcast('team:1', 'x', 1)
-console.log(JSON.stringify({ same: realtime === fastifyRealtime, scope: isScope('team:1'), seq: meta.seq, client: typeof connect }))
+// checked before anything connects: no Redis needed
+const publisher = createPublisher({ redis: 'redis://127.0.0.1:1' })
+const publisherCode = await publisher.broadcast('Team 1', 'x', 1).catch((err) => err.code)
+await publisher.close()
+console.log(JSON.stringify({ same: realtime === fastifyRealtime, scope: isScope('team:1'), seq: meta.seq, client: typeof connect, publisher: publisherCode }))
 await app.close()
 `)
   const esm = JSON.parse((await run('node', ['esm.mjs'], { cwd: app })).stdout)
-  t.same(esm, { same: true, scope: true, seq: 1, client: 'function' })
+  t.same(esm, { same: true, scope: true, seq: 1, client: 'function', publisher: 'FST_REALTIME_INVALID_SCOPE' })
 
   await writeFile(join(app, 'cjs.cjs'), `
 const Fastify = require('fastify')
 const realtime = require('fastify-realtime')
 const { connect } = require('fastify-realtime/client')
+const { createPublisher } = require('fastify-realtime/publisher')
 const app = Fastify()
 app.register(realtime.default, { auth: { secret: 'a-secret-for-the-pack-test' } })
 app.ready().then(async () => {
   const meta = await app.broadcast('team:1', 'x', 1)
-  console.log(JSON.stringify({ named: typeof realtime.fastifyRealtime, seq: meta.seq, client: typeof connect }))
+  console.log(JSON.stringify({ named: typeof realtime.fastifyRealtime, seq: meta.seq, client: typeof connect, publisher: typeof createPublisher }))
   await app.close()
 })
 `)
   const cjs = JSON.parse((await run('node', ['cjs.cjs'], { cwd: app })).stdout)
-  t.same(cjs, { named: 'function', seq: 1, client: 'function' })
+  t.same(cjs, { named: 'function', seq: 1, client: 'function', publisher: 'function' })
 
   const typed = `
 import Fastify from 'fastify'
 import realtime from 'fastify-realtime'
+import { createPublisher } from 'fastify-realtime/publisher'
 declare module 'fastify-realtime' {
   interface RealtimeEvents { 'incident:created': { id: string } }
 }
@@ -89,6 +97,10 @@ app.register(realtime, { auth: { secret: 'x' } })
 export async function ok (): Promise<void> { await app.broadcast('team:1', 'incident:created', { id: '1' }) }
 // @ts-expect-error the payload type comes from RealtimeEvents
 export async function bad (): Promise<void> { await app.broadcast('team:1', 'incident:created', { id: 1 }) }
+const publisher = createPublisher({ redis: { host: '127.0.0.1', port: 6379 }, keyPrefix: 'app:' })
+export async function fromWorker (): Promise<number | undefined> { return (await publisher.broadcast('team:1', 'incident:created', { id: '1' })).seq }
+// @ts-expect-error the publisher's payload type comes from RealtimeEvents too
+export async function badFromWorker (): Promise<void> { await publisher.broadcast('team:1', 'incident:created', { id: 1 }) }
 `
   await writeFile(join(app, 'typed.mts'), typed)
   await writeFile(join(app, 'typed.cts'), typed)
@@ -97,7 +109,7 @@ export async function bad (): Promise<void> { await app.broadcast('team:1', 'inc
     files: ['typed.mts', 'typed.cts']
   }))
   const types = await run(tsc, ['-p', 'tsconfig.json'], { cwd: app }).then(() => 'ok', (err: { stdout: string }) => err.stdout)
-  t.equal(types, 'ok', 'types resolve for import and require')
+  t.equal(types, 'ok', 'types resolve for import and require, fastify-realtime/publisher\'s too')
   t.ok((await readFile(join(app, 'node_modules/fastify-realtime/package.json'), 'utf8')).includes('"exports"'))
   const browser = (await run('node', ['-e', "console.log(require.resolve('fastify-realtime/client/browser'))"], { cwd: app })).stdout.trim()
   t.match(await readFile(browser, 'utf8'), /FastifyRealtime/, 'fastify-realtime/client/browser resolves to the bundle')

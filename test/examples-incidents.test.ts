@@ -11,6 +11,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { io as ioClient, type Socket } from 'socket.io-client'
 import { flush, importExample, request, until, waitFor, type ReadyPayload, type Teardown } from './helper.js'
+import { Redis } from 'ioredis'
 import { redisOptions } from './redis-helper.js'
 
 type IncidentsExample = typeof import('../examples/incidents/app.js')
@@ -375,4 +376,61 @@ t.test('watch.ts says plainly when no server answers, before and after it was co
   await live.printed(/^disconnected \(transport close\); reconnecting/, 'the disconnect')
   await live.printed(new RegExp(`^cannot reach the server at ${node1.url.replace(/\./g, '\\.')} \\(.+\\); retrying`), 'the failed reconnects')
   t.notOk(live.lines.some((line) => line.startsWith('connect_error')), 'no bare connect_error')
+})
+
+t.test('escalate.ts hands incidents nobody acknowledged to another team, and the pages hear of it through the publisher', async (t) => {
+  type Escalation = typeof import('../examples/incidents/escalate.js')
+  const { escalate, ESCALATION } = await importExample<Escalation>('examples/incidents/escalate.ts')
+  const { createPublisher } = await import('../src/publisher/index.js')
+  const { IncidentStore } = await importExample<typeof import('../examples/incidents/store.js')>('examples/incidents/store.ts')
+  const { events } = await importExample<typeof import('../examples/incidents/schemas.js')>('examples/incidents/schemas.ts')
+  const redis = redisOptions(t)
+  const node1 = await startNode(t, redis)
+  const node2 = await startNode(t, redis)
+  const bob = await node1.connect('bob')
+  const carol = await node2.connect('carol')
+  const { body: open } = await node1.call('bob', 'POST', '/api/teams/payments/incidents', { title: 'Nobody looks', severity: 'sev2' })
+  const { body: seen } = await node1.call('bob', 'POST', '/api/teams/payments/incidents', { title: 'Looked at', severity: 'sev3' })
+  t.equal((await node1.call('bob', 'POST', `/api/incidents/${seen.id}/acknowledge`)).status, 200)
+  await bob.received(3)
+
+  const client = new Redis({ ...redis })
+  t.teardown(() => { client.disconnect() })
+  const publisher = createPublisher({ redis: { ...redis }, events })
+  t.teardown(() => publisher.close())
+  const store = new IncidentStore(client)
+  t.same(await escalate({ store, publisher, to: 'search', olderThanMs: 15 * 60_000 }), [], 'nothing is overdue yet')
+  const moved = await escalate({ store, publisher, to: 'search', olderThanMs: 15 * 60_000, now: Date.now() + 16 * 60_000 })
+  t.same(moved.map((incident) => [incident.id, incident.teamId, incident.version]), [[open.id, 'search', 2]], 'only the open one, moved')
+
+  const [, , , lost] = await bob.received(4)
+  const [got] = await carol.received(1)
+  for (const [who, event] of [['bob (payments, node 1)', lost!], ['carol (search, node 2)', got!]] as const) {
+    t.equal(event.event, 'incident:reassigned', `${who} hears of it`)
+    t.same(event.payload, { incident: moved[0], from: 'payments', to: 'search' })
+    t.equal(event.meta.by, ESCALATION)
+  }
+  t.equal(lost!.meta.seq, 4, 'the team\'s log goes on from the routes\' events')
+  t.equal((await node2.call('carol', 'GET', `/api/incidents/${open.id}`)).body.teamId, 'search', 'the nodes see the move')
+  t.same(await escalate({ store, publisher, to: 'search', olderThanMs: 0 }), [], 'a second run finds nothing more to do')
+
+  // the job as cron runs it: its own process, the nodes' Redis and prefix from the environment
+  const { body: another } = await node2.call('bob', 'POST', '/api/teams/payments/incidents', { title: 'Also ignored', severity: 'sev1' })
+  const script = fileURLToPath(new URL('../examples/incidents/escalate.ts', import.meta.url))
+  const job = spawn(process.execPath, [
+    '--import', new URL('../node_modules/tsx/dist/loader.mjs', import.meta.url).href,
+    '--import', new URL('./fixtures/src-package-register.mjs', import.meta.url).href,
+    script
+  ], {
+    env: { ...process.env, REDIS_URL: `redis://${redis.host}:${redis.port}`, REDIS_KEY_PREFIX: redis.keyPrefix, ESCALATE_TO: 'search', OLDER_THAN_MINUTES: '0' },
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
+  t.teardown(() => { if (job.exitCode === null) job.kill() })
+  let output = ''
+  job.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString() })
+  const [code] = await once(job, 'exit')
+  t.equal(code, 0, 'the job exits by itself once done')
+  t.match(output, `escalated ${another.id.slice(0, 8)} "Also ignored" to team search`)
+  const [reassigned] = (await carol.received(2)).slice(1)
+  t.match(reassigned, { event: 'incident:reassigned', payload: { from: 'payments', to: 'search' }, meta: { by: ESCALATION } })
 })

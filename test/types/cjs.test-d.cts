@@ -5,6 +5,7 @@
 import Fastify = require('fastify')
 import realtime = require('fastify-realtime')
 import client = require('fastify-realtime/client')
+import publisher = require('fastify-realtime/publisher')
 
 interface Job { id: string, done: boolean }
 
@@ -26,6 +27,11 @@ export async function check (): Promise<void> {
   await app.broadcast('team:1', 'job:finished', { id: 1 })
   // @ts-expect-error an event name not declared in RealtimeEvents
   await app.broadcast('team:1', 'job:unknown', {})
+
+  const worker = publisher.createPublisher({ redis: 'redis://127.0.0.1:6379' })
+  expectType<number | undefined>((await worker.broadcast('team:1', 'job:finished', { id: 'j1', done: true })).seq)
+  // @ts-expect-error the publisher's payload type comes from RealtimeEvents too
+  await worker.broadcast('team:1', 'job:finished', { id: 1 })
 
   const socket = client.connect('https://api.example', { token: 't' })
   socket.on('job:finished', (job, meta: realtime.EventMeta) => {

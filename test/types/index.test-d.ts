@@ -13,6 +13,7 @@ import realtime, {
   type PresenceSnapshot,
   type RealtimeStats
 } from 'fastify-realtime'
+import { createPublisher } from 'fastify-realtime/publisher'
 
 interface Incident { id: string, title: string }
 
@@ -147,4 +148,20 @@ expectType<string | undefined>(diff.joins[0]?.info.id)
   app.register(realtime, { redis: new (await import('ioredis')).Cluster([{ host: '127.0.0.1', port: 7000 }], { lazyConnect: true }) })
   // @ts-expect-error a startup node needs a port
   app.register(realtime, { redis: { cluster: [{ host: '127.0.0.1' }] } })
+}
+
+// fastify-realtime/publisher: typed by the same RealtimeEvents; resolves with the meta, never null
+{
+  const publisher = createPublisher({ redis: 'redis://127.0.0.1:6379', keyPrefix: 'app:', events: { 'incident:created': Type.Object({ id: Type.String(), title: Type.String() }) }, history: { ttl: 600 } })
+  expectType<BroadcastMeta>(await publisher.broadcast('team:42', 'incident:created', { id: '1', title: 't' }, { by: 'cron', idempotencyKey: 'k' }))
+  // @ts-expect-error payload does not match RealtimeEvents['incident:created']
+  await publisher.broadcast('team:42', 'incident:created', { id: 1 })
+  // @ts-expect-error event name not declared in RealtimeEvents
+  await publisher.broadcast('team:42', 'incident:unknown', {})
+  createPublisher({ redis: { host: '127.0.0.1', port: 6379 }, history: false })
+  // an ioredis client, whose settings the publisher's own connection copies
+  createPublisher({ redis: new (await import('ioredis')).Redis({ lazyConnect: true }), connectTimeoutMs: 5000 })
+  // @ts-expect-error redis is required
+  createPublisher({ keyPrefix: 'app:' })
+  await publisher.close()
 }

@@ -454,8 +454,10 @@ export interface RealtimeRedisOptions {
 }
 
 /**
- * The part of an ioredis client the Redis history store uses: an ioredis `Redis` (or `Cluster`)
- * is one. Declared here so the package's types do not depend on ioredis' own declarations.
+ * An ioredis `Redis` or `Cluster`, as the Redis history store is attached to one (the plugin
+ * attaches its own connection). Only the members every use of it touches are named here, so that
+ * the package's types do not depend on ioredis' own declarations; the store also runs its Lua
+ * scripts, SCAN and pipelines on it, so pass an ioredis client, not a look-alike.
  */
 export interface RealtimeRedisClient {
   readonly status: string
@@ -463,7 +465,6 @@ export interface RealtimeRedisClient {
   on: (event: 'ready', listener: () => void) => unknown
   off: (event: 'ready', listener: () => void) => unknown
   ping: () => Promise<string>
-  del: (...keys: string[]) => Promise<number>
 }
 
 /** A Redis Cluster the plugin opens its own clients to (Redis 7 or later: sharded pub/sub). */

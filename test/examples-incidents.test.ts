@@ -376,6 +376,8 @@ t.test('watch.ts says plainly when no server answers, before and after it was co
   await live.printed(/^disconnected \(transport close\); reconnecting/, 'the disconnect')
   await live.printed(new RegExp(`^cannot reach the server at ${node1.url.replace(/\./g, '\\.')} \\(.+\\); retrying`), 'the failed reconnects')
   t.notOk(live.lines.some((line) => line.startsWith('connect_error')), 'no bare connect_error')
+  // a subscribe still waiting for its answer when the server went away must not end the watcher
+  t.equal(live.child.exitCode, null, 'it is still running, retrying')
 })
 
 t.test('escalate.ts hands incidents nobody acknowledged to another team, and the pages hear of it through the publisher', async (t) => {

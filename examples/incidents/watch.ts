@@ -50,7 +50,14 @@ socket.on('realtime:ready', async ({ scopes, positions: start }: { scopes: strin
   for (const [scope, position] of Object.entries(start)) positions[scope] ??= position
   console.log(`ready as ${user} in ${scopes.join(', ')}`)
   // granted to admins only: anyone else gets FORBIDDEN
-  const ack = await socket.emitWithAck('realtime:subscribe', { scope: 'incidents:all', since: positions['incidents:all'] })
+  let ack
+  try {
+    ack = await socket.emitWithAck('realtime:subscribe', { scope: 'incidents:all', since: positions['incidents:all'] })
+  } catch {
+    // the connection dropped before the answer: asked again at the next realtime:ready
+    console.log('subscribe incidents:all → no answer before the disconnect; asked again after the reconnect')
+    return
+  }
   console.log('subscribe incidents:all →', ack.ok === true ? 'ok' : ack.error.code)
   if (ack.ok === true) positions['incidents:all'] ??= ack.position
 })

@@ -85,6 +85,8 @@ export function createBroadcast (ctx: BroadcastContext): BroadcastFn {
   }
 
   function unstored (scope: string, event: string, err: unknown): null {
+    // delivered live without a place in the log: the store owes the scope a new epoch
+    store?.lost?.(scope)
     if (!storeFailing) {
       storeFailing = true
       log.warn({ err, scope, event }, 'fastify-realtime: events are not being stored in history; delivering live only until the store is back')

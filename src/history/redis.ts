@@ -288,22 +288,26 @@ export class RedisHistoryStore implements HistoryStore {
       // the caller's mistake, not an outage: the scope's log is not touched
       throw new FST_REALTIME_INVALID_PAYLOAD(entry.event, `it cannot be serialised (${(err as Error).message})`)
     }
-    try {
-      if (this.#recovering !== null || this.#hasLost()) await this.#recover(client)
-      if (key === undefined) {
-        const [seq, epoch] = await client.realtimeAppend(
-          metaKey(scope), logKey(scope), idKey(scope), this.#clock(), json, this.#max, this.#ttlMs, this.#keepMs)
-        return { seq: Number(seq), epoch }
-      }
-      const origin = JSON.stringify(entry.by === undefined ? { id: entry.id, at: entry.at } : { id: entry.id, at: entry.at, by: entry.by })
-      const answer = await client.realtimeAppendOnce(
-        metaKey(scope), logKey(scope), idKey(scope), onceKey(scope, key), this.#clock(), json, this.#max, this.#ttlMs, this.#keepMs, origin)
-      return answer[0] === 'once' ? parseOnce(answer[1]) : { seq: Number(answer[0]), epoch: answer[1] }
-    } catch (err) {
-      if (this.#lost.size < MAX_LOST_SCOPES) this.#lost.add(scope)
-      else this.#lostAll = true
-      throw err
+    if (this.#recovering !== null || this.#hasLost()) await this.#recover(client)
+    if (key === undefined) {
+      const [seq, epoch] = await client.realtimeAppend(
+        metaKey(scope), logKey(scope), idKey(scope), this.#clock(), json, this.#max, this.#ttlMs, this.#keepMs)
+      return { seq: Number(seq), epoch }
     }
+    const origin = JSON.stringify(entry.by === undefined ? { id: entry.id, at: entry.at } : { id: entry.id, at: entry.at, by: entry.by })
+    const answer = await client.realtimeAppendOnce(
+      metaKey(scope), logKey(scope), idKey(scope), onceKey(scope, key), this.#clock(), json, this.#max, this.#ttlMs, this.#keepMs, origin)
+    return answer[0] === 'once' ? parseOnce(answer[1]) : { seq: Number(answer[0]), epoch: answer[1] }
+  }
+
+  /**
+   * An event of `scope` was delivered live but not stored (the plugin calls this after a failed
+   * `append`): the scope's log is dropped before the next use, so a position from before it
+   * resyncs instead of skipping it. A sender that delivered nothing (the publisher) does not call it.
+   */
+  lost (scope: string): void {
+    if (this.#lost.size < MAX_LOST_SCOPES) this.#lost.add(scope)
+    else this.#lostAll = true
   }
 
   async read (scope: string, since: Position): Promise<ReadResult> {

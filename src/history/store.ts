@@ -61,9 +61,9 @@ export interface HistoryStore {
   readonly kind: string
   /**
    * Stores `entry` as the scope's next event and returns its place. One atomic step. Rejects
-   * (or throws) when the event could not be stored: the plugin then delivers it live only and
-   * the store must give the scope a new epoch before it reads as `ok` again from a position
-   * taken before that event. An entry the store cannot encode is the caller's mistake, not an
+   * (or throws) when the event could not be stored: the plugin then delivers it live only, calls
+   * `lost(scope)`, and the store must give the scope a new epoch before it reads as `ok` again
+   * from a position taken before that event. An entry the store cannot encode is the caller's mistake, not an
    * outage: reject with `FST_REALTIME_INVALID_PAYLOAD`, leave the log as it was, and `broadcast`
    * rejects with it too.
    */
@@ -85,6 +85,12 @@ export interface HistoryStore {
   read: (scope: string, since: Position) => Promise<ReadResult> | ReadResult
   /** The scope's current position; a scope with no stored events still has one (`seq: 0`). */
   position: (scope: string) => Promise<Position> | Position
+  /**
+   * Called by the plugin after an `append` of `scope` failed and the event went out live all the
+   * same: from now on the store owes that scope a new epoch (see `append`). Optional for a store
+   * whose appends never fail, or that gives the new epoch by itself.
+   */
+  lost?: (scope: string) => void
   /** Whether the store can be used right now (health route). */
   ping?: () => Promise<boolean> | boolean
   /** Releases timers, listeners and connections the store owns. */

@@ -142,6 +142,9 @@ t.test('redis: unstored broadcasts: their scopes get a new, empty generation as 
   await cut(client)
   await t.rejects(store.append('team:fresh', entry('lost-1')), 'Redis unreachable: the append fails')
   await t.rejects(store.append('team:used', entry('lost-2')))
+  // as the plugin does once it has delivered them live all the same
+  store.lost('team:fresh')
+  store.lost('team:used')
   t.same(await otherNode.read('team:used', held), { ok: true, events: [], position: held }, 'another node cannot know yet')
 
   await client.connect()
@@ -163,6 +166,20 @@ t.test('redis: unstored broadcasts: their scopes get a new, empty generation as 
   t.match(await otherNode.read('team:used', after), { ok: true, events: [{ seq: 1, payload: 4 }] }, 'positions taken after the drop replay as usual')
 })
 
+t.test('redis: a failed append that nobody delivered (a publisher\'s) leaves the scope\'s log and epoch as they were', async (t) => {
+  const client = pluginLikeClient(t)
+  const store = new RedisHistoryStore({ ttl: 60, max: 10 })
+  store.attach(client)
+  await ready(client)
+  const held = await store.append('team:kept', entry(1))
+  await cut(client)
+  await t.rejects(store.append('team:kept', entry('not-sent')), 'Redis unreachable: the append fails')
+  await client.connect()
+  const next = await store.append('team:kept', entry(2))
+  t.same(next, { seq: 2, epoch: held.epoch }, 'the log goes on: nothing was delivered that it lacks')
+  t.match(await store.read('team:kept', held), { ok: true, events: [{ seq: 2, payload: 2 }] })
+})
+
 t.test('redis: appends racing the recovery on ready are never dropped by it', async (t) => {
   const client = pluginLikeClient(t)
   const store = new RedisHistoryStore({ ttl: 60, max: 10 })
@@ -179,7 +196,10 @@ t.test('redis: appends racing the recovery on ready are never dropped by it', as
   const before = await Promise.all(scopes.map(async (scope) => await store.append(scope, entry(`${scope}-0`))))
 
   await cut(client)
-  for (const scope of scopes) await t.rejects(store.append(scope, entry(`${scope}-lost`)))
+  for (const scope of scopes) {
+    await t.rejects(store.append(scope, entry(`${scope}-lost`)))
+    store.lost(scope)
+  }
   armed = true
   await client.connect()
   await until(async () => racing !== null, 'the racing appends went out on ready', 10_000)
@@ -202,7 +222,7 @@ t.test('redis: too many scopes with unstored broadcasts give the store a new ide
   await ready(client)
   const held = await store.append('team:keep', entry(1))
   await cut(client)
-  await Promise.all(Array.from({ length: 10_001 }, async (_, i) => await store.append(`user:u${i}`, entry(i)).catch(() => null)))
+  await Promise.all(Array.from({ length: 10_001 }, async (_, i) => await store.append(`user:u${i}`, entry(i)).catch(() => { store.lost(`user:u${i}`) })))
   await client.connect()
   const next = await store.append('team:keep', entry(2))
   t.equal(next.seq, 1, 'every scope begins again')

@@ -180,10 +180,10 @@ export class CatchUps {
   readonly #frames: ReplayFrames
   readonly #warn: Warn
   readonly #metrics: Pick<Instruments, 'replayed' | 'resync'>
-  readonly #onPosition: (scope: string, position: Position) => void
+  readonly #onPosition: (socket: RealtimeSocket, scope: string, position: Position) => void
 
   /** `onPosition` hears where each socket stands in a scope once it has caught up (the recovery starts from there). */
-  constructor (store: HistoryStore | null, encoder: Encoder, warn: Warn, metrics: Pick<Instruments, 'replayed' | 'resync'>, onPosition: (scope: string, position: Position) => void = () => {}) {
+  constructor (store: HistoryStore | null, encoder: Encoder, warn: Warn, metrics: Pick<Instruments, 'replayed' | 'resync'>, onPosition: (socket: RealtimeSocket, scope: string, position: Position) => void = () => {}) {
     this.#store = store
     this.#frames = new ReplayFrames(encoder)
     this.#warn = warn
@@ -198,8 +198,49 @@ export class CatchUps {
    */
   async run (socket: RealtimeSocket, scope: string, since: Position | undefined): Promise<CatchUp> {
     const caughtUp = await this.#run(socket, scope, since)
-    if (caughtUp.position !== null) this.#onPosition(scope, caughtUp.position)
+    if (caughtUp.position !== null) this.#onPosition(socket, scope, caughtUp.position)
     return caughtUp
+  }
+
+  /**
+   * Brings the sockets of a room up to date in `scope` with one read of the log (the recovery
+   * after a Redis blip). From this call on, live events of the scope wait on each socket; the
+   * returned function reads the log from `since` and writes each socket its replay before them. A
+   * socket that already stands further (`own(socket)`: it caught up by itself meanwhile) gets only
+   * what lies beyond its own position, so no seq is replayed to it twice. It resolves with how many
+   * events were read, or the reason every socket was told to resync.
+   */
+  holdRoom (sockets: RealtimeSocket[], scope: string): (since: Position | null, own: (socket: RealtimeSocket) => Position | undefined) => Promise<number | ResyncReason> {
+    const held = sockets.map((socket) => [socket, holdFor(socket, scope)] as const)
+    return async (since, own) => {
+      let head: Position | null = null
+      try {
+        const store = this.#store
+        if (store === null || since === null) return this.#resyncAll(sockets, scope, 'unavailable')
+        const result = await store.read(scope, since)
+        if (!result.ok) return this.#resyncAll(sockets, scope, result.reason)
+        const { epoch } = result.position
+        for (const [socket, hold] of held) {
+          // a membership change applied meanwhile may have taken the socket out of the scope
+          if (!socket.rooms.has(scope)) continue
+          const stands = own(socket)
+          hold.replaying = true
+          try {
+            this.#replay(socket, scope, result, stands !== undefined && stands.epoch === epoch ? stands.seq : since.seq)
+          } finally {
+            hold.replaying = false
+          }
+        }
+        head = result.position
+        this.#metrics.replayed(result.events.length)
+        return result.events.length
+      } catch (err) {
+        this.#warn({ err, scope }, 'fastify-realtime: history unavailable after the Redis subscriber came back; resync sent')
+        return this.#resyncAll(sockets, scope, 'unavailable')
+      } finally {
+        for (const [socket, hold] of held) if (hold.release(scope, head)) holds.delete(socket)
+      }
+    }
   }
 
   /** The scope's position in the store; null (after a warning) without history or when the store cannot say. */
@@ -252,9 +293,17 @@ export class CatchUps {
     resync(socket, scope, reason)
   }
 
-  #replay (socket: RealtimeSocket, scope: string, result: Extract<ReadResult, { ok: true }>): void {
+  /** One resync for a room (counted once), to each of its sockets. */
+  #resyncAll (sockets: RealtimeSocket[], scope: string, reason: ResyncReason): ResyncReason {
+    this.#metrics.resync(reason)
+    for (const socket of sockets) if (socket.rooms.has(scope)) resync(socket, scope, reason)
+    return reason
+  }
+
+  #replay (socket: RealtimeSocket, scope: string, result: Extract<ReadResult, { ok: true }>, after = -1): void {
     const { epoch } = result.position
     for (const stored of result.events) {
+      if (stored.seq <= after) continue
       // an event that cannot be encoded reached nobody live either: its seq carries nothing
       if (!this.#frames.write(socket, scope, epoch, stored)) skip(socket, scope, { seq: stored.seq, epoch })
     }

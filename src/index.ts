@@ -65,7 +65,7 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
   // subscriptions: the protocol's client-to-server events on every namespace; scopes on `/`
   // where each local scope stands, so a Redis blip needs no reconnects (recovery is wired with the cluster below)
   let recovery: Recovery | null = null
-  const catchUps = new CatchUps(store, io.encoder, rateLimitedWarn(log, 10_000, clock.now), instruments, (scope, position) => { recovery?.joined(scope, position) })
+  const catchUps = new CatchUps(store, io.encoder, rateLimitedWarn(log, 10_000, clock.now), instruments, (socket, scope, position) => { recovery?.joined(socket, scope, position) })
   const subscriptions = new Subscriptions(memberships, catchUps, options.limits.scopesPerSocket, log)
   const authRoutes: Record<string, EventRoute> = { [EVENT_AUTH]: (socket, message, ack) => { auth?.refresh(socket, message, ack) } }
   const mainRoutes: Record<string, EventRoute> = {
@@ -128,12 +128,12 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
     recovery = new Recovery({
       io,
       store,
+      catchUps,
       applyMissed: async () => await cluster.applyMissed(),
       recheck: async (socket) => { await subscriptions.reauthorize(socket, socket.data.user, () => {}) },
       log,
       clock,
-      options: options.recovery,
-      metrics: instruments
+      options: options.recovery
     })
   }
 

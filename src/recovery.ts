@@ -1,12 +1,10 @@
 import type { FastifyBaseLogger } from 'fastify'
-import { replayMeta } from './broadcast.js'
-import { placeOf, skip } from './catchup.js'
+import { placeOf, type CatchUps } from './catchup.js'
 import type { RealtimeClock } from './clock.js'
-import type { HistoryStore, ReadResult } from './history/store.js'
+import type { HistoryStore } from './history/store.js'
 import { observeBroadcasts, type ObservedAdapter, type OutgoingPacket } from './internals.js'
-import type { Instruments } from './metrics.js'
-import { EVENT_RESYNC, isScope, type Position, type ResyncReason } from './protocol.js'
-import type { RealtimeServer, RealtimeSocket, ResyncMessage } from './types.js'
+import { isScope, type Position } from './protocol.js'
+import type { RealtimeServer, RealtimeSocket } from './types.js'
 
 /** What a node does when its Redis subscriber comes back (the `recovery` option, normalised). */
 export interface RecoveryOptions {
@@ -17,6 +15,8 @@ export interface RecoveryOptions {
   /** Time between two batches of re-checks. */
   recheckIntervalMs: number
 }
+
+type RoomCatchUp = ReturnType<CatchUps['holdRoom']>
 
 /** Seqs seen ahead of a missing one before the record gives up waiting for it and moves on. */
 const MAX_AHEAD = 64
@@ -37,6 +37,8 @@ interface Delivered {
 export interface RecoveryContext {
   io: RealtimeServer
   store: HistoryStore | null
+  /** Reads a scope's log once and replays it to the room's sockets, in order before the scope's live events. */
+  catchUps: CatchUps
   /** Applies the membership operations missed meanwhile; null when the shared record cannot say. */
   applyMissed: () => Promise<number | null>
   /** Asks the app again about the scopes a socket holds; those no longer granted are left with `realtime:revoked`. */
@@ -44,7 +46,6 @@ export interface RecoveryContext {
   log: FastifyBaseLogger
   clock: RealtimeClock
   options: RecoveryOptions
-  metrics: Pick<Instruments, 'replayed' | 'resync'>
 }
 
 /** What one recovery did, for the log line and for tests. */
@@ -69,15 +70,18 @@ export interface RecoveryReport {
  * meanwhile goes to its room as replays (`meta.replayed`), or `realtime:resync` when the log cannot
  * say (gap, epoch, unavailable, no history).
  *
- * Live events that arrive while a scope's log is read go out at once: a client may get a later
- * seq before the replay of an earlier one, and orders them by seq (the bundled client holds a later
- * seq while a missing one is due); every event still arrives, each seq at most once live and once replayed.
+ * As for any catch-up (SPEC §6), live events of a scope wait on each socket until its replay is
+ * written, so the replay comes first; a socket that caught up by itself meanwhile (a subscribe with
+ * `since` while the subscriber was away) is sent only what lies beyond its own position, so each seq
+ * reaches a socket at most once live and at most once replayed.
  */
 export class Recovery {
   readonly #ctx: RecoveryContext
   readonly #delivered = new Map<string, Delivered>()
   #adapter: ObservedAdapter | null = null
   #away = false
+  /** Where sockets stood once they caught up by themselves, from `away()` until the recovery is done: per scope, by socket id. */
+  #caughtUp: Map<string, Map<string, Position>> | null = null
   #recheckTimer: unknown = null
   #closed = false
 
@@ -105,7 +109,12 @@ export class Recovery {
   }
 
   /** A socket caught up in `scope` at `position`: a starting point when nothing was delivered to the room yet. */
-  joined (scope: string, position: Position): void {
+  joined (socket: RealtimeSocket, scope: string, position: Position): void {
+    if (this.#caughtUp !== null) {
+      let sockets = this.#caughtUp.get(scope)
+      if (sockets === undefined) this.#caughtUp.set(scope, sockets = new Map())
+      sockets.set(socket.id, position)
+    }
     if (this.#delivered.has(scope) || this.#adapter?.rooms.has(scope) !== true) return
     this.#delivered.set(scope, { seq: position.seq, epoch: position.epoch, ahead: null })
   }
@@ -113,6 +122,7 @@ export class Recovery {
   /** The subscriber is gone: what was delivered so far is where each scope is read from later. */
   away (): void {
     this.#away = true
+    this.#caughtUp ??= new Map()
   }
 
   /** The subscriber is back and subscribed again: brings every local scope up to date. */
@@ -120,11 +130,12 @@ export class Recovery {
     const { io, log } = this.#ctx
     const adapter = this.#adapter
     // the scopes and positions as they stood while away, before anything new moves them on
-    const scopes: Array<[string, Position | null]> = []
-    for (const room of adapter?.rooms.keys() ?? []) {
+    // and from now on the live events of each scope wait on its sockets until its replay is written
+    const scopes: Array<[string, Position | null, RoomCatchUp]> = []
+    for (const [room, ids] of adapter?.rooms ?? []) {
       if (!isScope(room)) continue
       const delivered = this.#delivered.get(room)
-      scopes.push([room, delivered === undefined ? null : { seq: delivered.seq, epoch: delivered.epoch }])
+      scopes.push([room, delivered === undefined ? null : { seq: delivered.seq, epoch: delivered.epoch }, this.#ctx.catchUps.holdRoom(this.#socketsOf(ids), room)])
     }
     this.#away = false
     let operations: number | null
@@ -137,12 +148,13 @@ export class Recovery {
     if (operations === null) this.#recheck()
     const report: RecoveryReport = { scopes: scopes.length, replayed: 0, resyncs: 0, operations }
     for (let i = 0; i < scopes.length && !this.#closed; i += READS_AT_ONCE) {
-      await Promise.all(scopes.slice(i, i + READS_AT_ONCE).map(async ([scope, since]) => {
-        const outcome = await this.#catchUp(scope, since)
+      await Promise.all(scopes.slice(i, i + READS_AT_ONCE).map(async ([scope, since, run]) => {
+        const outcome = await this.#catchUp(scope, since, run)
         if (outcome === 'resync') report.resyncs++
         else report.replayed += outcome
       }))
     }
+    this.#caughtUp = null
     log.info({ ...report, sockets: io.of('/').sockets.size }, 'fastify-realtime: Redis subscriber back; local rooms brought up to date without reconnects')
     return report
   }
@@ -180,47 +192,31 @@ export class Recovery {
     if (ahead.size === 0) delivered.ahead = null
   }
 
-  /** Replays what `scope` missed since `since` to its room; the count, or 'resync' when the log could not say. */
-  async #catchUp (scope: string, since: Position | null): Promise<number | 'resync'> {
-    const { io, store, log } = this.#ctx
-    if (this.#adapter?.rooms.has(scope) !== true) return 0
-    if (store === null || since === null) return this.#resync(scope, 'unavailable')
-    let result: ReadResult
-    try {
-      result = await store.read(scope, since)
-    } catch (err) {
-      log.debug({ err, scope }, 'fastify-realtime: history unavailable after the subscriber came back; resync sent')
-      return this.#resync(scope, 'unavailable')
+  /** The connected sockets among `ids` (a room's members). */
+  #socketsOf (ids: Iterable<string>): RealtimeSocket[] {
+    const sockets: RealtimeSocket[] = []
+    for (const id of ids) {
+      const socket = this.#ctx.io.of('/').sockets.get(id)
+      if (socket?.connected === true) sockets.push(socket)
     }
-    if (!result.ok) {
-      const outcome = this.#resync(scope, result.reason)
-      // the room starts again from the log's head, which the clients are told to refetch up to
+    return sockets
+  }
+
+  /** Replays what `scope` missed since `since` to its room; the count, or 'resync' when the log could not say. */
+  async #catchUp (scope: string, since: Position | null, run: RoomCatchUp): Promise<number | 'resync'> {
+    const { store } = this.#ctx
+    const caughtUp = this.#caughtUp?.get(scope)
+    const outcome = await run(since, (socket) => caughtUp?.get(socket.id))
+    if (typeof outcome === 'number') return outcome
+    // the room starts again from the log's head, which the clients are told to refetch up to
+    if (store !== null) {
       try {
         const head = await store.position(scope)
-        if (this.#adapter.rooms.has(scope)) this.#delivered.set(scope, { seq: head.seq, epoch: head.epoch, ahead: null })
+        if (this.#adapter?.rooms.has(scope) === true) this.#delivered.set(scope, { seq: head.seq, epoch: head.epoch, ahead: null })
       } catch {
         // the next event sets it
       }
-      return outcome
     }
-    const { epoch } = result.position
-    const room = io.local.to(scope)
-    for (const stored of result.events) {
-      try {
-        (room.emit as (event: string, ...args: unknown[]) => boolean)(stored.event, stored.payload, replayMeta(scope, epoch, stored))
-      } catch {
-        // an event that cannot be encoded reached nobody live either: its seq carries nothing
-        skip(room, scope, { seq: stored.seq, epoch })
-      }
-    }
-    this.#ctx.metrics.replayed(result.events.length)
-    return result.events.length
-  }
-
-  #resync (scope: string, reason: ResyncReason): 'resync' {
-    this.#ctx.metrics.resync(reason)
-    const message: ResyncMessage = { scope, reason }
-    this.#ctx.io.local.to(scope).emit(EVENT_RESYNC, message)
     return 'resync'
   }
 

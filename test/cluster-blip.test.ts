@@ -7,10 +7,11 @@ import { connect, type RealtimeClient } from '../src/client/index.js'
 import Fastify from 'fastify'
 import realtime, { type EventMeta, type RealtimeRecoveryOptions, type RealtimeUser } from '../src/index.js'
 import { compareIds, OperationsLog, OPS_KEY } from '../src/ops-log.js'
+import { CatchUps } from '../src/catchup.js'
 import { Recovery } from '../src/recovery.js'
 import { poll } from './cluster-helper.js'
 import { ManualClock } from './clock.js'
-import { build, processFaults, SECRET, tokenFor, type Built, type Teardown } from './helper.js'
+import { build, collect, processFaults, SECRET, tokenFor, type Built, type Teardown } from './helper.js'
 import { clientList, ownRedis, REDIS_HOST, redisClient, redisOptions } from './redis-helper.js'
 
 const faults = processFaults()
@@ -198,17 +199,18 @@ t.test('the position kept per local scope follows what the room is sent, in seq 
   const recovery = new Recovery({
     io: app.io,
     store: null,
+    catchUps: new CatchUps(null, app.io.encoder, () => {}, { replayed: () => {}, resync: () => {} }),
     applyMissed: async () => 0,
     recheck: async () => {},
     log: app.log,
     clock: new ManualClock(),
-    options: { operations: 100, recheckBatch: 1, recheckIntervalMs: 1 },
-    metrics: { replayed: () => {}, resync: () => {} }
+    options: { operations: 100, recheckBatch: 1, recheckIntervalMs: 1 }
   })
   recovery.attach()
   const { socket } = await connected('u1')
-  recovery.joined('team:1', { seq: 3, epoch: 'e1' })
-  recovery.joined('team:2', { seq: 1, epoch: 'e1' })
+  const onServer = [...app.io.of('/').sockets.values()][0]!
+  recovery.joined(onServer, 'team:1', { seq: 3, epoch: 'e1' })
+  recovery.joined(onServer, 'team:2', { seq: 1, epoch: 'e1' })
   t.equal(recovery.tracked, 1, 'only scopes with sockets on this node are kept')
   const meta = (seq: number): object => ({ id: `id${seq}`, scope: 'team:1', seq, epoch: 'e1', at: 0 })
   const resyncs: string[] = []
@@ -230,6 +232,49 @@ t.test('the position kept per local scope follows what the room is sent, in seq 
   socket.disconnect()
   await poll('the room is gone', async () => app.io.of('/').adapter.rooms.has('team:1'), (has) => !has)
   t.equal(recovery.tracked, 0, 'and its position with it')
+  recovery.close()
+})
+
+t.test('after a blip each socket gets the replay before the scope\'s live events, and one that caught up meanwhile is replayed nothing twice', async (t) => {
+  const { app, client, connected } = await build(t, { rooms: () => ['team:1'] })
+  const store = app.realtime.history!
+  const recovery = new Recovery({
+    io: app.io,
+    store,
+    catchUps: new CatchUps(store, app.io.encoder, () => {}, { replayed: () => {}, resync: () => {} }),
+    applyMissed: async () => 0,
+    recheck: async () => {},
+    log: app.log,
+    clock: new ManualClock(),
+    options: { operations: 100, recheckBatch: 1, recheckIntervalMs: 1 }
+  })
+  recovery.attach()
+  const first = await connected('u1')
+  const onFirst = collect(first.socket, 'ev')
+  await app.broadcast('team:1', 'ev', 1)
+  const { epoch } = (await app.broadcast('team:1', 'ev', 2))!
+  await poll('u1 has both', async () => onFirst.length, (n) => n === 2)
+
+  recovery.away()
+  // what other nodes stored while this node could not hear them
+  for (const n of [3, 4, 5]) await store.append('team:1', { id: `id${n}`, event: 'ev', payload: n, at: 0 })
+  // a client that catches up by itself meanwhile, from the position it held
+  const second = client({ token: tokenFor('u2'), since: { 'team:1': { seq: 2, epoch } } })
+  const onSecond = collect(second, 'ev')
+  await new Promise<void>((resolve) => { second.once('realtime:ready', () => { resolve() }) })
+  const secondOnServer = [...app.io.of('/').sockets.values()].find((socket) => socket.id === second.id)!
+  recovery.joined(secondOnServer, 'team:1', { seq: 5, epoch: epoch! })
+
+  const back = recovery.resubscribed()
+  // a live event of the scope while its log is being read
+  await app.broadcast('team:1', 'ev', 6)
+  await back
+  // a fence: everything sent before it has arrived once it has
+  await app.broadcast('team:1', 'ev', 7)
+  await poll('both have the fence', async () => [onFirst.length, onSecond.length], () => onFirst.at(-1)?.[0] === 7 && onSecond.at(-1)?.[0] === 7)
+  t.same(onFirst.map(([n]) => n), [1, 2, 3, 4, 5, 6, 7], 'u1: every event once, the replay before the live ones')
+  t.same(onFirst.slice(2, 5).map(([, meta]) => meta.replayed), [true, true, true], 'what others stored meanwhile came as replays')
+  t.same(onSecond.map(([n]) => n), [3, 4, 5, 6, 7], 'u2: its own catch-up, then only what lies beyond it: no seq replayed twice')
   recovery.close()
 })
 

@@ -11,7 +11,7 @@ import {
 import { isScope, userIdString, userScope } from './protocol.js'
 import type { RealtimeServer, RealtimeStats } from './types.js'
 import { SHARDED_EVENTS, writable } from './internals.js'
-import { OperationsLog } from './ops-log.js'
+import { compareIds, OperationsLog } from './ops-log.js'
 import { isCluster, keyPrefixOf, Subscriptions, type RedisClient } from './redis.js'
 import { cut, withTimeout } from './util.js'
 
@@ -127,6 +127,11 @@ function parseOperation (value: unknown): Operation | null {
   return { op, userId, scope }
 }
 
+/** What an operation acts on: a later operation on the same subject supersedes it. */
+function subjectOf (operation: Operation): string {
+  return operation.op === 'disconnect' ? operation.userId : `${operation.userId}\u0000${operation.scope}`
+}
+
 function userIdOf (userId: unknown): string {
   const id = userIdString(userId)
   if (id === null) throw new FST_REALTIME_INVALID_USER_ID(cut(userId))
@@ -168,6 +173,12 @@ export class Cluster {
   readonly #nodeId: string
   readonly #log: FastifyBaseLogger
   #link: Link | null = null
+  /**
+   * From an outage of the subscriber until the operations missed in it are applied: the newest id
+   * applied live per user and scope (per user for a disconnect), so a missed operation never
+   * undoes a later one that arrived first (a missed join after a live leave).
+   */
+  #appliedLive: Map<string, string> | null = null
   #heartbeat: NodeJS.Timeout | undefined
   #lastCounts: ClusterCounts | undefined
   #lastCountsAt = 0
@@ -195,7 +206,7 @@ export class Cluster {
           this.#apply(operation)
           applied = true
           const id = (message as { id?: unknown }).id
-          if (typeof id === 'string' && STREAM_ID.test(id)) this.#link?.ops.seen(id)
+          if (typeof id === 'string' && STREAM_ID.test(id)) this.#seen(operation, id)
         }
       } catch (err) {
         this.#log.warn({ err }, 'fastify-realtime: a cluster operation failed on this node')
@@ -226,6 +237,7 @@ export class Cluster {
     const ops = new OperationsLog(pub, options.operations ?? 10_000)
     const onAway = (): void => {
       ops.away()
+      this.#appliedLive ??= new Map()
       options.onAway?.()
     }
     sub.on('close', onAway)
@@ -293,22 +305,38 @@ export class Cluster {
   async applyMissed (): Promise<number | null> {
     const link = this.#link
     if (link === null) return 0
-    const missed = await link.ops.missed()
-    if (missed === null) return null
-    let applied = 0
-    for (const { id, data } of missed) {
-      let operation: Operation | null = null
-      try {
-        operation = parseOperation(JSON.parse(data))
-      } catch {
-        operation = null
+    try {
+      const missed = await link.ops.missed()
+      if (missed === null) return null
+      let applied = 0
+      for (const { id, data } of missed) {
+        let operation: Operation | null = null
+        try {
+          operation = parseOperation(JSON.parse(data))
+        } catch {
+          operation = null
+        }
+        link.ops.seen(id)
+        if (operation === null) continue
+        const later = this.#appliedLive?.get(subjectOf(operation))
+        if (later !== undefined && compareIds(later, id) > 0) continue
+        this.#apply(operation)
+        applied++
       }
-      link.ops.seen(id)
-      if (operation === null) continue
-      this.#apply(operation)
-      applied++
+      return applied
+    } finally {
+      this.#appliedLive = null
     }
-    return applied
+  }
+
+  /** An operation applied here, with its id in the shared record. */
+  #seen (operation: Operation, id: string): void {
+    this.#link?.ops.seen(id)
+    const live = this.#appliedLive
+    if (live === null) return
+    const subject = subjectOf(operation)
+    const known = live.get(subject)
+    if (known === undefined || compareIds(id, known) > 0) live.set(subject, id)
   }
 
   /** This node's connections, and the cluster's figures when there is a cluster (the figures health shows). */
@@ -435,21 +463,19 @@ export class Cluster {
       throw new FST_REALTIME_CLUSTER_UNAVAILABLE(operation.op, 'Redis is not reachable from this node')
     }
     let id: string
-    try {
-      // recorded before it is published: a node that does not hear it reads it from the record later
-      id = await link.ops.append(JSON.stringify(operation))
-    } catch (err) {
-      this.#log.debug({ err }, 'fastify-realtime: cluster operation not recorded')
-      throw new FST_REALTIME_CLUSTER_UNAVAILABLE(operation.op, 'Redis is not reachable from this node')
-    }
     let live: string[]
     try {
-      // read before the request goes out: a node that has beaten by now had subscribed before, so it hears it
-      live = (await link.pub.realtimeLiveNodes(NODES_KEY, nodeTtlMs)).map(String)
+      // both before the request goes out: recorded, so a node that does not hear it reads it from
+      // the record later; and the live nodes, as a node that has beaten by now had subscribed
+      // before, so it hears it. One round trip for the two.
+      const [recorded, nodes] = await Promise.all([link.ops.append(JSON.stringify(operation)), link.pub.realtimeLiveNodes(NODES_KEY, nodeTtlMs)])
+      id = recorded
+      live = nodes.map(String)
     } catch (err) {
-      this.#log.debug({ err }, 'fastify-realtime: live nodes unavailable')
+      this.#log.debug({ err }, 'fastify-realtime: cluster operation not recorded, or live nodes unavailable')
       throw new FST_REALTIME_CLUSTER_UNAVAILABLE(operation.op, 'Redis is not reachable from this node')
     }
+    this.#seen(operation, id)
     let answers: unknown[]
     try {
       answers = await withTimeout(() => this.#io.serverSideEmitWithAck(CLUSTER_EVENT, { ...operation, id }) as Promise<unknown[]>, timeoutMs, `realtime.${operation.op}`)

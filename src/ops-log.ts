@@ -79,7 +79,11 @@ export class OperationsLog {
     const [ms] = parseId(id)
     this.#recent.set(id, ms)
     const floor = parseId(this.#from ?? this.#last)[0] - REORDER_MS
-    for (const [old, at] of this.#recent) if (at < floor) this.#recent.delete(old)
+    // kept in the order applied, which is about the order of time: stop at the first one to keep
+    for (const [old, at] of this.#recent) {
+      if (at >= floor) break
+      this.#recent.delete(old)
+    }
   }
 
   /** This node's subscriber is gone: what it applied so far is where reading starts again. */

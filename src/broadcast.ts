@@ -20,7 +20,6 @@ import type { BroadcastFn, BroadcastMeta, BroadcastOptions, RealtimeServer } fro
 import { isPromiseLike, rateLimitedWarn } from './util.js'
 
 // catchup.ts builds a replay's meta with it
-export { replayMeta } from './event.js'
 
 export interface BroadcastContext {
   io: RealtimeServer

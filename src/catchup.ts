@@ -1,4 +1,4 @@
-import { replayMeta } from './broadcast.js'
+import { replayMeta } from './event.js'
 import type { HistoryStore, ReadResult, StoredEvent } from './history/store.js'
 import { tapWrites, writeEncoded, type OutgoingPacket, type WriteTap } from './internals.js'
 import type { Instruments } from './metrics.js'

@@ -174,6 +174,11 @@ t.test('the publisher refuses exactly what fastify.broadcast refuses, with the s
   t.equal(skip.seq, (await a.app.broadcast('team:1', 'e', 'next'))!.seq! - 1)
   t.throws(() => createPublisher({ redis: { ...redis }, events: { bad: 42 as never } }), { code: 'FST_REALTIME_INVALID_OPTION' })
   t.throws(() => createPublisher({ redis: { ...redis }, keyPrefix: 'a*' }), { code: 'FST_REALTIME_INVALID_OPTION' })
+  // where the plugin takes it from: the prefix in `redis`, as a URL's options or a client of the app's
+  t.throws(() => createPublisher({ redis: { ...redis, keyPrefix: 'a*' } }), { code: 'FST_REALTIME_INVALID_OPTION', message: /keyPrefix/ })
+  const globbed = new Redis({ ...redis, keyPrefix: 'b?', lazyConnect: true })
+  t.teardown(() => { globbed.disconnect() })
+  t.throws(() => createPublisher({ redis: globbed }), { code: 'FST_REALTIME_INVALID_OPTION', message: /keyPrefix/ })
   t.throws(() => createPublisher({ redis: 42 as never }), { code: 'FST_REALTIME_INVALID_OPTION' })
   t.throws(() => createPublisher({ redis: { ...redis }, history: { ttl: 0 } }), { code: 'FST_REALTIME_INVALID_OPTION' })
 })

@@ -139,6 +139,14 @@ function sourceOf (spec: PublisherOptions['redis'], keyPrefix: string | undefine
   return { spec: true, app, ...(app === spec ? {} : { template: app }) }
 }
 
+/** The ioredis `keyPrefix` that `redis` (a URL, options, cluster options or a client) carries, if any. */
+function prefixIn (redis: PublisherOptions['redis']): string | undefined {
+  if (typeof redis === 'string') return undefined
+  if (isClient(redis) || isCluster(redis)) return keyPrefixOf(redis as OwnClient)
+  if ('cluster' in redis) return (redis.options as { keyPrefix?: string } | undefined)?.keyPrefix
+  return (redis as { keyPrefix?: string }).keyPrefix
+}
+
 function checkPublisherOptions (options: PublisherOptions): void {
   const fail = (path: string, message: string): never => { throw new FST_REALTIME_INVALID_OPTION(path, message) }
   if (options === null || typeof options !== 'object') fail('(publisher)', 'must be an object with redis')
@@ -148,7 +156,8 @@ function checkPublisherOptions (options: PublisherOptions): void {
   }
   if (!isClient(redis)) checkRedisSpec(redis)
   if (keyPrefix !== undefined && typeof keyPrefix !== 'string') fail('keyPrefix', 'must be a string')
-  checkKeyPrefix(keyPrefix)
+  // the prefix the connection will carry, as the plugin checks its own: the option, else the one in `redis`
+  checkKeyPrefix(keyPrefix ?? prefixIn(redis))
   if (events !== undefined && (events === null || typeof events !== 'object')) fail('events', 'must be an object of schemas')
   if (history !== undefined && history !== false) {
     if (history === null || typeof history !== 'object') fail('history', 'must be false or { ttl, max }')
@@ -204,7 +213,8 @@ export function createPublisher (options: PublisherOptions): Publisher {
 
   function unavailable (err: unknown): Error {
     const code = (err as { code?: unknown } | null)?.code
-    return code === 'FST_REALTIME_REDIS_UNAVAILABLE' ? err as Error : new FST_REALTIME_REDIS_UNAVAILABLE((err as Error).message)
+    // a coded error of the package (a bad option found on connecting) stays what it is: retrying cannot help
+    return typeof code === 'string' && code.startsWith('FST_REALTIME_') ? err as Error : new FST_REALTIME_REDIS_UNAVAILABLE((err as Error).message)
   }
 
   /** The message for `room` in the nodes' format: sharded pub/sub on a Redis Cluster. */

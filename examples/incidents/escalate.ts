@@ -40,7 +40,9 @@ export async function escalate ({ store, publisher, to, olderThanMs, now = Date.
     if (changed === null || changed instanceof Refusal) continue
     const [before, incident] = changed
     const payload = { incident, from: before.teamId, to }
-    // the key makes a retried run (the job failed after some broadcasts) send each move once
+    // the key names this move: a broadcast retried for it (by a retrying publisher, or a second
+    // job racing this one on the same version) is sent once. A move whose broadcasts all failed is
+    // not announced by a later run, which no longer selects it: the clients see it at their next load.
     const opts = { by: ESCALATION, idempotencyKey: `escalate:${incident.id}:${incident.version}` }
     await Promise.all([`team:${before.teamId}`, `team:${to}`, 'incidents:all'].map(async (scope) =>
       await publisher.broadcast(scope, 'incident:reassigned', payload, opts)))
@@ -54,7 +56,7 @@ async function main (): Promise<void> {
   const keyPrefix = process.env.REDIS_KEY_PREFIX ?? ''
   const redis = new Redis(url, { keyPrefix })
   // the nodes' events option: a payload that does not match is refused here too
-  const publisher = createPublisher({ redis: url, keyPrefix, events })
+  const publisher = createPublisher({ redis, events })
   try {
     const moved = await escalate({
       store: new IncidentStore(redis),

@@ -181,6 +181,11 @@ export class CatchUps {
   readonly #warn: Warn
   readonly #metrics: Pick<Instruments, 'replayed' | 'resync'>
   readonly #onPosition: (socket: RealtimeSocket, scope: string, position: Position) => void
+  /**
+   * Set when the adapter subscribes one channel per room (the sharded adapter on a Redis
+   * Cluster): resolves once the subscriptions asked for so far have settled.
+   */
+  channelsReady: (() => Promise<void>) | null = null
 
   /** `onPosition` hears where each socket stands in a scope once it has caught up (the recovery starts from there). */
   constructor (store: HistoryStore | null, encoder: Encoder, warn: Warn, metrics: Pick<Instruments, 'replayed' | 'resync'>, onPosition: (socket: RealtimeSocket, scope: string, position: Position) => void = () => {}) {
@@ -256,6 +261,9 @@ export class CatchUps {
 
   async #run (socket: RealtimeSocket, scope: string, since: Position | undefined): Promise<CatchUp> {
     const store = this.#store
+    // the room was joined just now: with a channel per room, this node listens on it before the
+    // log is read, so an event is either in what is read or delivered live
+    if (this.channelsReady !== null) await this.channelsReady()
     if (since === undefined) return { replayed: 0, position: await this.position(scope) }
     if (store === null) {
       this.#resync(socket, scope, 'unavailable')

@@ -376,6 +376,11 @@ export class Cluster {
     return (await link.pub.realtimeLiveNodes(NODES_KEY, link.options.nodeTtlMs)).map(String)
   }
 
+  /** Resolves once every channel subscription asked for so far has settled (at once without Redis). */
+  async channelsSettled (): Promise<void> {
+    await this.#link?.subscriptions.settled()
+  }
+
   /**
    * Whether this node's own Redis connections work: both up, every cluster channel subscribed,
    * and a PING answered within a second. False before `connect` and after `close`.

@@ -197,6 +197,7 @@ export class Cluster {
     // the channel) sent: checked here, and nothing thrown back into the adapter.
     io.of('/').on(CLUSTER_EVENT, (message: unknown, ack?: unknown) => {
       let applied = false
+      let joined = false
       try {
         const operation = parseOperation(message)
         if (operation === null) {
@@ -205,6 +206,7 @@ export class Cluster {
         } else {
           this.#apply(operation)
           applied = true
+          joined = operation.op === 'join'
           const id = (message as { id?: unknown }).id
           if (typeof id === 'string' && STREAM_ID.test(id)) this.#seen(operation, id)
         }
@@ -212,12 +214,27 @@ export class Cluster {
         this.#log.warn({ err }, 'fastify-realtime: a cluster operation failed on this node')
       }
       if (typeof ack !== 'function') return
-      try {
-        ack({ node: this.#nodeId, applied } satisfies Answer)
-      } catch (err) {
-        this.#log.debug({ err }, 'fastify-realtime: could not answer a cluster operation')
+      const answer = (): void => {
+        try {
+          ack({ node: this.#nodeId, applied } satisfies Answer)
+        } catch (err) {
+          this.#log.debug({ err }, 'fastify-realtime: could not answer a cluster operation')
+        }
       }
+      // a join is applied once this node listens on the scope's channel (one per room on a cluster)
+      if (joined) this.listening().then(answer, answer)
+      else answer()
     })
+  }
+
+  /**
+   * Resolves once this node listens on the channels of the rooms joined so far (at once with one
+   * channel for every room), or after the operations' timeout with a Redis master away.
+   */
+  async listening (): Promise<void> {
+    const link = this.#link
+    if (link === null) return
+    await withTimeout(async () => { await link.subscriptions.settled() }, link.options.timeoutMs, 'Redis channels').catch(() => {})
   }
 
   /**
@@ -376,11 +393,6 @@ export class Cluster {
     return (await link.pub.realtimeLiveNodes(NODES_KEY, link.options.nodeTtlMs)).map(String)
   }
 
-  /** Resolves once every channel subscription asked for so far has settled (at once without Redis). */
-  async channelsSettled (): Promise<void> {
-    await this.#link?.subscriptions.settled()
-  }
-
   /**
    * Whether this node's own Redis connections work: both up, every cluster channel subscribed,
    * and a PING answered within a second. False before `connect` and after `close`.
@@ -460,6 +472,7 @@ export class Cluster {
 
   async #run (operation: Operation): Promise<void> {
     this.#apply(operation)
+    if (operation.op === 'join') await this.listening()
     const link = this.#link
     if (link === null) return
     const { timeoutMs, nodeTtlMs } = link.options

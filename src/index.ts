@@ -28,7 +28,7 @@ import { Recovery } from './recovery.js'
 import { connectPair, isCluster, type RedisPair } from './redis.js'
 import { Subscriptions } from './subscriptions.js'
 import type { FastifyRealtimeOptions, RealtimeApi, RealtimeServer, RealtimeSocket } from './types.js'
-import { rateLimitedWarn, reply, withTimeout } from './util.js'
+import { rateLimitedWarn, reply } from './util.js'
 
 const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async function fastifyRealtime (fastify, opts) {
   // options
@@ -185,12 +185,7 @@ const fastifyRealtime: FastifyPluginAsync<FastifyRealtimeOptions> = async functi
         recovery?.attach()
         // one channel per scope on a Redis Cluster: a catch-up waits until the node listens on the
         // channels of the rooms it just joined, so what is published after the log is read arrives live
-        // (bounded: with a master away, the catch-up goes on rather than wait for it)
-        if (isCluster(sub)) {
-          catchUps.channelsReady = async () => {
-            await withTimeout(async () => { await cluster.channelsSettled() }, options.clusterTimeoutMs, 'Redis channels').catch(() => {})
-          }
-        }
+        if (isCluster(sub)) catchUps.channelsReady = async () => { await cluster.listening() }
       }, nodeId)
     }
     // dead nodes are looked for every second at most: their users leave within a second of the heartbeat expiring
